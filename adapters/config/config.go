@@ -1,0 +1,273 @@
+// Package config reads referrer-sync's YAML configuration file and checks
+// it, reporting every problem at once with its path, so an operator fixes a
+// file in one pass instead of one error per restart.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/referrer-sync/referrer-sync/domain"
+)
+
+// File is the configuration file's contract.
+type File struct {
+	Log             Log                   `yaml:"log"`
+	NATS            NATS                  `yaml:"nats"`
+	HTTP            HTTP                  `yaml:"http"`
+	Retry           Retry                 `yaml:"retry"`
+	Ledger          Ledger                `yaml:"ledger"`
+	Connections     map[string]Connection `yaml:"connections"`
+	Campaigns       map[string]Campaign   `yaml:"campaigns"`
+	DefaultCampaign *Campaign             `yaml:"default_campaign"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug | info | warn | error; default info
+	Format string `yaml:"format"` // json | text; default json
+}
+
+// NATS configures the bus. An empty URL starts an embedded server.
+type NATS struct {
+	URL               string   `yaml:"url"`
+	Stream            string   `yaml:"stream"`
+	Subject           string   `yaml:"subject"`
+	Consumer          string   `yaml:"consumer"`
+	DeadLetterSubject string   `yaml:"dead_letter_subject"`
+	DeadLetterStream  string   `yaml:"dead_letter_stream"`
+	Workers           int      `yaml:"workers"`
+	AckWait           Duration `yaml:"ack_wait"`
+	Replicas          int      `yaml:"replicas"`
+	StoreDir          string   `yaml:"store_dir"` // embedded server only
+}
+
+// HTTP configures the metrics and health listener.
+type HTTP struct {
+	Listen string `yaml:"listen"`
+}
+
+// Retry configures redelivery of transient failures.
+type Retry struct {
+	MaxAttempts  int      `yaml:"max_attempts"`
+	InitialDelay Duration `yaml:"initial_delay"`
+	MaxDelay     Duration `yaml:"max_delay"`
+}
+
+// Ledger configures the idempotency ledger bucket.
+type Ledger struct {
+	Bucket   string   `yaml:"bucket"`
+	Replicas int      `yaml:"replicas"`
+	TTL      Duration `yaml:"ttl"`
+	Lease    Duration `yaml:"lease"`
+}
+
+// Connection is one CRM connection.
+type Connection struct {
+	Type           string `yaml:"type"`
+	Region         string `yaml:"region"`
+	BaseURL        string `yaml:"base_url"`
+	AccessTokenEnv string `yaml:"access_token_env"`
+	APIVersion     string `yaml:"api_version"`
+}
+
+// Campaign is one campaign's settings.
+type Campaign struct {
+	Connection string    `yaml:"connection"`
+	Referrers  Referrers `yaml:"referrers"`
+}
+
+// Referrers is what happens when a referrer joins the campaign.
+type Referrers struct {
+	Action      string  `yaml:"action"`
+	OnDuplicate string  `yaml:"on_duplicate"`
+	Fields      []Field `yaml:"fields"`
+}
+
+// Field maps one source (or fixed value) to one CRM field.
+type Field struct {
+	From  string `yaml:"from"`
+	Value any    `yaml:"value"`
+	To    string `yaml:"to"`
+}
+
+// Duration is a time.Duration written as "30s", "5m".
+type Duration time.Duration
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration like 30s or 5m", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Load reads and parses a file and applies environment overrides (NATS_URL).
+// It does not validate; call Validate.
+func Load(path string) (*File, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(b)
+}
+
+// Parse parses a configuration document. Unknown keys are errors: a typo
+// that silently does nothing is worse than a refusal to start.
+func Parse(b []byte) (*File, error) {
+	var f File
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if u, ok := os.LookupEnv("NATS_URL"); ok {
+		f.NATS.URL = u
+	}
+	if f.DefaultCampaign != nil && f.DefaultCampaign.Connection == "" && f.DefaultCampaign.Referrers.Action == "" && len(f.DefaultCampaign.Referrers.Fields) == 0 {
+		f.DefaultCampaign = nil // "default_campaign: {}" means none
+	}
+	return &f, nil
+}
+
+var connNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// Validate reports every problem in the file at once, each with its path.
+func (f *File) Validate() error {
+	var errs []error
+	add := func(path, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+	}
+	switch f.Log.Level {
+	case "", "debug", "info", "warn", "error":
+	default:
+		add("log.level", "%q is not one of debug, info, warn, error", f.Log.Level)
+	}
+	switch f.Log.Format {
+	case "", "json", "text":
+	default:
+		add("log.format", "%q is not one of json, text", f.Log.Format)
+	}
+	if f.NATS.Workers < 0 || f.NATS.Workers > 1024 {
+		add("nats.workers", "%d is not between 1 and 1024", f.NATS.Workers)
+	}
+	if f.NATS.AckWait != 0 && time.Duration(f.NATS.AckWait) < time.Second {
+		add("nats.ack_wait", "%s is shorter than 1s", time.Duration(f.NATS.AckWait))
+	}
+	if f.HTTP.Listen != "" {
+		if _, _, err := net.SplitHostPort(f.HTTP.Listen); err != nil {
+			add("http.listen", "%q is not host:port", f.HTTP.Listen)
+		}
+	}
+	if f.Retry.MaxAttempts < 0 || f.Retry.MaxAttempts > 100 {
+		add("retry.max_attempts", "%d is not between 1 and 100", f.Retry.MaxAttempts)
+	}
+	if f.Retry.InitialDelay < 0 || f.Retry.MaxDelay < 0 {
+		add("retry", "delays must not be negative")
+	}
+	if f.Retry.MaxDelay != 0 && f.Retry.InitialDelay > f.Retry.MaxDelay {
+		add("retry.initial_delay", "is longer than retry.max_delay")
+	}
+	names := make([]string, 0, len(f.Connections))
+	for name := range f.Connections {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		c := f.Connections[name]
+		p := "connections." + name
+		if !connNameRE.MatchString(name) {
+			add(p, "connection names may contain only letters, digits, '-' and '_'")
+		}
+		if c.Type != "intercom" {
+			add(p+".type", "%q is not a supported CRM (supported: intercom)", c.Type)
+		}
+		switch c.Region {
+		case "", "us", "eu", "au":
+		default:
+			add(p+".region", "%q is not one of us, eu, au", c.Region)
+		}
+		if c.BaseURL != "" && !strings.HasPrefix(c.BaseURL, "http://") && !strings.HasPrefix(c.BaseURL, "https://") {
+			add(p+".base_url", "%q is not an http(s) URL", c.BaseURL)
+		}
+		if c.AccessTokenEnv == "" {
+			add(p+".access_token_env", "is required (the name of the environment variable holding the token)")
+		}
+		if c.APIVersion != "" && !slices.Contains(APIVersions, c.APIVersion) {
+			add(p+".api_version", "%q is not one of %s", c.APIVersion, strings.Join(APIVersions, ", "))
+		}
+	}
+	if len(f.Campaigns) == 0 && f.DefaultCampaign == nil {
+		add("campaigns", "no campaign is configured and there is no default_campaign")
+	}
+	errs = append(errs, f.Catalog().Problems(names)...)
+	return errors.Join(errs...)
+}
+
+// APIVersions are the Intercom API versions the adapter supports.
+var APIVersions = []string{"2.7", "2.8", "2.9", "2.10", "2.11", "2.12", "2.13", "2.14", "2.15", "2.16"}
+
+// Warnings returns advice that does not stop the service.
+func (f *File) Warnings() []string {
+	var out []string
+	ids := make([]string, 0, len(f.Campaigns))
+	for id := range f.Campaigns {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	cat := f.Catalog()
+	for _, id := range ids {
+		out = append(out, cat.Campaigns[id].Warnings("campaigns."+id)...)
+	}
+	if cat.Default != nil {
+		out = append(out, cat.Default.Warnings("default_campaign")...)
+	}
+	return out
+}
+
+// Catalog converts the campaign settings to the domain's catalog.
+func (f *File) Catalog() *domain.Catalog {
+	cat := &domain.Catalog{Campaigns: make(map[string]domain.Campaign, len(f.Campaigns))}
+	for id, c := range f.Campaigns {
+		cat.Campaigns[id] = c.domain()
+	}
+	if f.DefaultCampaign != nil {
+		d := f.DefaultCampaign.domain()
+		cat.Default = &d
+	}
+	return cat
+}
+
+func (c Campaign) domain() domain.Campaign {
+	out := domain.Campaign{
+		Connection:  c.Connection,
+		Action:      domain.Action(c.Referrers.Action),
+		OnDuplicate: domain.OnDuplicate(c.Referrers.OnDuplicate),
+	}
+	for _, f := range c.Referrers.Fields {
+		out.Fields = append(out.Fields, domain.Field{From: f.From, Value: f.Value, To: f.To})
+	}
+	return out
+}
+
+// Token returns a connection's access token from its environment variable.
+func (c Connection) Token() (string, error) {
+	t := strings.TrimSpace(os.Getenv(c.AccessTokenEnv))
+	if t == "" {
+		return "", fmt.Errorf("environment variable %s is empty or unset", c.AccessTokenEnv)
+	}
+	return t, nil
+}

@@ -1,0 +1,127 @@
+// Package metrics is the Prometheus adapter: it implements ports.Metrics,
+// offers hooks for the CRM adapters' per-request observations, and serves
+// /metrics, /healthz and /readyz.
+package metrics
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/referrer-sync/referrer-sync/domain"
+)
+
+const namespace = "referrer_sync"
+
+// Metrics holds the service's collectors on one registry.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	events       *prometheus.CounterVec
+	retries      *prometheus.CounterVec
+	processing   prometheus.Histogram
+	crmRequests  *prometheus.CounterVec
+	crmDuration  *prometheus.HistogramVec
+	crmRemaining *prometheus.GaugeVec
+}
+
+// New registers the collectors, plus the Go and process collectors, on a
+// fresh registry.
+func New(version string) *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: reg,
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "events_total",
+			Help: "Messages by final outcome. Every message ends in exactly one outcome; reason is set for dead letters.",
+		}, []string{"campaign", "action", "outcome", "reason"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "retries_total",
+			Help: "Deliveries sent back for a later attempt, by cause.",
+		}, []string{"campaign", "cause"}),
+		processing: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "event_processing_seconds",
+			Help:    "Time from the event's own timestamp to its final outcome.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900},
+		}),
+		crmRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "crm_requests_total",
+			Help: "HTTP requests to CRM APIs by connection, operation and status (\"error\" when no response arrived).",
+		}, []string{"connection", "operation", "status"}),
+		crmDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "crm_request_duration_seconds",
+			Help:    "Latency of HTTP requests to CRM APIs.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"connection", "operation"}),
+		crmRemaining: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "crm_rate_limit_remaining",
+			Help: "Requests left in the CRM's current rate-limit window, from its last response.",
+		}, []string{"connection"}),
+	}
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "build_info", Help: "Build information; always 1.",
+	}, []string{"version"})
+	buildInfo.WithLabelValues(version).Set(1)
+	reg.MustRegister(m.events, m.retries, m.processing, m.crmRequests, m.crmDuration, m.crmRemaining, buildInfo,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Outcome implements ports.Metrics.
+func (m *Metrics) Outcome(campaign string, action domain.Action, outcome domain.Outcome, reason string) {
+	m.events.WithLabelValues(campaign, string(action), string(outcome), reason).Inc()
+}
+
+// Retry implements ports.Metrics.
+func (m *Metrics) Retry(campaign, cause string) {
+	m.retries.WithLabelValues(campaign, cause).Inc()
+}
+
+// Processed implements ports.Metrics.
+func (m *Metrics) Processed(d time.Duration) { m.processing.Observe(d.Seconds()) }
+
+// CRMRequest returns a per-attempt observation hook for one connection.
+func (m *Metrics) CRMRequest(connection string) func(op string, status int, d time.Duration) {
+	return func(op string, status int, d time.Duration) {
+		s := "error"
+		if status > 0 {
+			s = strconv.Itoa(status)
+		}
+		m.crmRequests.WithLabelValues(connection, op, s).Inc()
+		m.crmDuration.WithLabelValues(connection, op).Observe(d.Seconds())
+	}
+}
+
+// CRMRateLimit returns a hook recording a connection's rate-limit headers.
+func (m *Metrics) CRMRateLimit(connection string) func(limit, remaining int, reset time.Time) {
+	return func(_, remaining int, _ time.Time) {
+		m.crmRemaining.WithLabelValues(connection).Set(float64(remaining))
+	}
+}
+
+// Mux serves /metrics from the registry, /healthz (the process is alive)
+// and /readyz (ready() returns nil: connected, bound, tokens verified, not
+// draining).
+func (m *Metrics) Mux(ready func() error) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if ready == nil {
+			ready = func() error { return errors.New("no readiness check") }
+		}
+		if err := ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	return mux
+}

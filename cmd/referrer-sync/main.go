@@ -1,0 +1,164 @@
+// Command referrer-sync turns referrer.joined events on NATS JetStream into
+// CRM contacts (Intercom leads or users), exactly once, per campaign
+// settings.
+//
+// Usage:
+//
+//	referrer-sync run --config FILE          run the service
+//	referrer-sync validate --config FILE     check a configuration file
+//	referrer-sync publish --config FILE --file EVENT.json
+//	referrer-sync demo [--keep-running]      everything embedded, sample events
+//	referrer-sync intercom-emulator --listen ADDR
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/referrer-sync/referrer-sync/adapters/config"
+)
+
+const usage = `referrer-sync turns referrer.joined events on NATS JetStream into CRM contacts, exactly once.
+
+Commands:
+  run --config FILE                    run the service
+  validate --config FILE               check a configuration file and print every problem
+  publish --config FILE --file EVENT   publish a CloudEvents JSON file to the configured subject
+  demo [--keep-running]                run everything embedded with sample events and print the outcomes
+  intercom-emulator --listen ADDR      run the Intercom API emulator
+
+Run "referrer-sync COMMAND -h" for a command's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run executes one command and returns the process exit code: 0 success,
+// 1 failure, 2 usage or configuration error.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "run":
+		err = cmdRun(ctx, rest, stderr)
+	case "validate":
+		err = cmdValidate(rest, stdout)
+	case "publish":
+		err = cmdPublish(ctx, rest, stdout)
+	case "demo":
+		err = cmdDemo(ctx, rest, stdout, stderr)
+	case "intercom-emulator":
+		err = cmdEmulator(ctx, rest, stderr)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	var ue usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintln(stderr, "referrer-sync:", err)
+		return 2
+	default:
+		fmt.Fprintln(stderr, "referrer-sync:", err)
+		return 1
+	}
+}
+
+// usageError is a problem with the command line or the configuration file:
+// exit code 2, as a restart will not help.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// loadConfig reads and validates a file, printing every problem at once.
+func loadConfig(path string) (*config.File, error) {
+	if path == "" {
+		return nil, usageError{errors.New("--config FILE is required")}
+	}
+	f, err := config.Load(path)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	if err := f.Validate(); err != nil {
+		return nil, usageError{fmt.Errorf("%s is invalid:\n  %s", path, strings.ReplaceAll(err.Error(), "\n", "\n  "))}
+	}
+	return f, nil
+}
+
+func newLogger(w io.Writer, l config.Log) *slog.Logger {
+	level := slog.LevelInfo
+	switch l.Level {
+	case "debug":
+		level = slog.LevelDebug
+	case "warn":
+		level = slog.LevelWarn
+	case "error":
+		level = slog.LevelError
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if l.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	path := fs.String("config", "", "configuration file (YAML)")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	f, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, f.Log)
+	for _, w := range f.Warnings() {
+		log.Warn(w)
+	}
+	in, err := start(ctx, f, options{logger: log})
+	if err != nil {
+		return err
+	}
+	return in.run(ctx)
+}
+
+func cmdValidate(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+	path := fs.String("config", "", "configuration file (YAML)")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	f, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	for _, w := range f.Warnings() {
+		fmt.Fprintln(stdout, "warning:", w)
+	}
+	fmt.Fprintf(stdout, "%s is valid: %d campaigns, %d connections\n", *path, len(f.Campaigns), len(f.Connections))
+	return nil
+}

@@ -1,0 +1,41 @@
+package ports
+
+import (
+	"context"
+	"time"
+
+	"github.com/referrer-sync/referrer-sync/domain"
+)
+
+// DeadLetter is a message that can never be processed, with why.
+type DeadLetter struct {
+	Body      []byte
+	Headers   map[string]string // the original message's headers
+	Reason    string            // stable reason class, e.g. "invalid_email"
+	Message   string            // human-readable detail, free of personal data
+	Attempts  int
+	Subject   string
+	Sequence  uint64
+	EventID   string
+	Campaign  string
+	FirstSeen time.Time
+	Failed    time.Time
+}
+
+// DeadLetters stores messages that can never be processed, so nothing is
+// lost and an operator can inspect and replay them.
+type DeadLetters interface {
+	DeadLetter(ctx context.Context, d DeadLetter) error
+}
+
+// Metrics records what the application did. Implementations must be cheap
+// and safe for concurrent use; labels must stay low-cardinality.
+type Metrics interface {
+	// Outcome counts the one final outcome of a message.
+	Outcome(campaign string, action domain.Action, outcome domain.Outcome, reason string)
+	// Retry counts a message sent back for a later attempt.
+	Retry(campaign string, kind string)
+	// Processed observes the time from the event's own timestamp to its
+	// final outcome.
+	Processed(d time.Duration)
+}
