@@ -151,11 +151,14 @@ type Message struct {
 // Verdict is how a delivery ended: either Settled with one final Outcome
 // (the message is acknowledged) or sent back to be retried later.
 type Verdict struct {
-	Outcome   domain.Outcome // set when settled
-	Retry     bool
-	EventID   string // empty when the message could not be decoded
-	Campaign  string
-	Reason    string // dead-letter reason or retry cause
+	Outcome  domain.Outcome // set when settled
+	Retry    bool
+	EventID  string // empty when the message could not be decoded
+	Campaign string
+	Reason   string // dead-letter reason or retry cause
+	// Delay, when set on a retry, is the earliest useful redelivery (for
+	// example when a CRM's rate-limit window resets).
+	Delay     time.Duration
 	ContactID string
 	Err       error // the failure behind a retry or dead letter
 }
@@ -231,7 +234,7 @@ func (s *Service) apply(ctx context.Context, camp domain.Campaign, ev domain.Ref
 		return Verdict{Retry: true, Reason: "no_crm", Err: fmt.Errorf("connection %q has no CRM", camp.Connection)}
 	}
 	who := domain.IdentityOf(contact)
-	unlock, err := s.locks.lock(ctx, camp.Connection+"/"+who.Email)
+	unlock, err := s.locks.lock(ctx, who.Email)
 	if err != nil {
 		return Verdict{Retry: true, Reason: "cancelled", Err: err}
 	}
@@ -344,7 +347,11 @@ func (s *Service) crmFailure(err error) Verdict {
 	switch k := ports.KindOf(err); k {
 	case ports.Permanent:
 		return Verdict{Outcome: domain.OutcomeDeadLettered, Reason: ReasonCRMRejected, Err: err}
-	case ports.Transient, ports.RateLimited, ports.Unauthorized, ports.NotFound:
+	case ports.RateLimited:
+		var e *ports.Error
+		errors.As(err, &e)
+		return Verdict{Retry: true, Reason: k.String(), Err: err, Delay: e.RetryAfter}
+	case ports.Transient, ports.Unauthorized, ports.NotFound:
 		return Verdict{Retry: true, Reason: k.String(), Err: err}
 	}
 	return Verdict{Retry: true, Reason: "unknown", Err: err}

@@ -52,6 +52,10 @@ type Consumer struct {
 	inflight sync.WaitGroup
 	busy     atomic.Int64
 	ran      atomic.Bool
+	// deliveries maps a Watermill message UUID to its JetStream delivery,
+	// so the handler can acknowledge on the server before it reports the
+	// message done (see settle).
+	deliveries sync.Map
 }
 
 // New builds the consumer on a dedicated connection, which the consumer's
@@ -69,8 +73,8 @@ func New(nc *nats.Conn, cfg Config, h Handler, log *slog.Logger, routerDecorator
 	c := &Consumer{cfg: cfg, handler: h, log: log}
 	// Watermill's subscriber logs every message at Info; that is Debug
 	// for us.
-	wmLog := watermill.NewSlogLoggerWithLevelMapping(log.With("component", "watermill"),
-		map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+	wmLog := quietAcks{watermill.NewSlogLoggerWithLevelMapping(log.With("component", "watermill"),
+		map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})}
 
 	sub, err := wmjs.NewSubscriber(wmjs.SubscriberConfig{
 		Conn:   nc,
@@ -90,7 +94,7 @@ func New(nc *nats.Conn, cfg Config, h Handler, log *slog.Logger, routerDecorator
 		// at delivery, so a deep client buffer would eat the budget.
 		ConsumeOptions: []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(1)},
 		NakDelay:       retryDelay{c: c},
-		Unmarshaler:    unmarshaler{},
+		Unmarshaler:    unmarshaler{c: c},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("consumer: subscriber: %w", err)
@@ -153,10 +157,17 @@ func (c *Consumer) Run(ctx context.Context) error {
 func (c *Consumer) Busy() int64 { return c.busy.Load() }
 
 func (c *Consumer) handle(msg *message.Message) error {
+	var delivery jetstream.Msg
+	if d, ok := c.deliveries.LoadAndDelete(msg.UUID); ok {
+		delivery = d.(jetstream.Msg)
+	}
 	c.gate.Lock()
 	if c.draining.Load() {
 		c.gate.Unlock()
-		return errRetry // hand it back at once (NakDelay is 0 while draining)
+		if delivery != nil {
+			_ = delivery.Nak() // hand it back at once: another replica can take it
+		}
+		return errRetry
 	}
 	c.inflight.Add(1)
 	c.gate.Unlock()
@@ -184,10 +195,41 @@ func (c *Consumer) handle(msg *message.Message) error {
 	// message is still ours.
 	ctx, cancel := context.WithTimeout(msg.Context(), c.cfg.AckWait*9/10)
 	defer cancel()
-	if v := c.handler.Handle(ctx, m); v.Retry {
+	v := c.handler.Handle(ctx, m)
+	if delivery != nil {
+		c.settle(delivery, m.Attempt, v)
+	}
+	if v.Retry {
 		return errRetry
 	}
 	return nil
+}
+
+// settle acknowledges on the server before the handler returns. Watermill
+// would ack only after the handler returns, and on shutdown it drops acks
+// that are still on their way (watermill-nats v2.1.3 closes the subscriber
+// first), so drained work would be redelivered. Acking here means a
+// finished message is acknowledged before the drain counts it finished.
+// Watermill's own later ack then meets an already-acknowledged message,
+// which quietAcks keeps out of the error log.
+func (c *Consumer) settle(d jetstream.Msg, attempt int, v app.Verdict) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var err error
+	if v.Retry {
+		delay := v.Delay
+		if delay <= 0 {
+			delay = retryDelay{c: c}.WaitTime(uint64(max(attempt, 1)))
+		}
+		err = d.NakWithDelay(min(delay, c.cfg.MaxRetryDelay))
+	} else {
+		err = d.DoubleAck(ctx)
+	}
+	if err != nil {
+		// The server redelivers after AckWait; the ledger makes that
+		// harmless.
+		c.log.Warn("acknowledgement failed; the message will be redelivered", "retry", v.Retry, "event_id", v.EventID, "error", err)
+	}
 }
 
 // retryDelay spaces redeliveries: exponential from RetryDelay with ±20 %
@@ -213,10 +255,11 @@ func (d retryDelay) WaitTime(delivered uint64) time.Duration {
 // unmarshaler never fails: watermill-nats v2.1.3 crashes the process on an
 // unmarshal error, and an undecodable message must reach the application to
 // be dead-lettered with a reason, not disappear.
-type unmarshaler struct{}
+type unmarshaler struct{ c *Consumer }
 
-func (unmarshaler) Unmarshal(msg jetstream.Msg) (*message.Message, error) {
+func (u unmarshaler) Unmarshal(msg jetstream.Msg) (*message.Message, error) {
 	m := message.NewMessage(nuid.Next(), msg.Data())
+	u.c.deliveries.Store(m.UUID, msg)
 	m.Metadata.Set(metaSubject, msg.Subject())
 	for k, vs := range msg.Headers() {
 		if len(vs) > 0 {
@@ -229,4 +272,20 @@ func (unmarshaler) Unmarshal(msg jetstream.Msg) (*message.Message, error) {
 		m.Metadata.Set(metaPublished, strconv.FormatInt(meta.Timestamp.UnixNano(), 10))
 	}
 	return m, nil
+}
+
+// quietAcks demotes Watermill's "already acknowledged" errors, which follow
+// every message settle acknowledged itself, to debug.
+type quietAcks struct{ watermill.LoggerAdapter }
+
+func (q quietAcks) Error(msg string, err error, fields watermill.LogFields) {
+	if errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+		q.Debug(msg+": already acknowledged", fields)
+		return
+	}
+	q.LoggerAdapter.Error(msg, err, fields)
+}
+
+func (q quietAcks) With(fields watermill.LogFields) watermill.LoggerAdapter {
+	return quietAcks{q.LoggerAdapter.With(fields)}
 }

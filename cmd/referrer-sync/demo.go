@@ -29,7 +29,7 @@ const (
 // one per action, writing to the emulator.
 func demoConfig(emulatorURL, listen string) string {
 	return fmt.Sprintf(`
-log: {level: warn, format: text}
+log: {level: error, format: text}
 nats:
   url: ""
   workers: 4

@@ -16,7 +16,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/referrer-sync/referrer-sync/adapters/config"
-	"github.com/referrer-sync/referrer-sync/adapters/consumer"
 	"github.com/referrer-sync/referrer-sync/adapters/intercom/emulator"
 	"github.com/referrer-sync/referrer-sync/app"
 	"github.com/referrer-sync/referrer-sync/domain"
@@ -89,39 +88,11 @@ func newHarness(t *testing.T, emuCfg emulator.Config, extraYAML string) *harness
 	if err != nil {
 		t.Fatalf("emulator: %v", err)
 	}
-	hs := httptest.NewServer(emu)
-	t.Cleanup(func() { hs.Close(); emu.Close() })
+	hs := newTestServer(t, emu)
 	t.Setenv(testTokenEnv, testToken)
-	t.Setenv("NATS_URL", "")
-
-	doc := fmt.Sprintf(`
-nats:
-  url: ""
-  store_dir: %q
-  workers: 4
-  ack_wait: 10s
-http:
-  listen: 127.0.0.1:0
-retry:
-  max_attempts: 3
-  initial_delay: 100ms
-  max_delay: 500ms
-connections:
-  main:
-    type: intercom
-    base_url: %q
-    access_token_env: %s
-%s
-%s`, t.TempDir(), hs.URL, testTokenEnv, e2eCampaigns, extraYAML)
-	f, err := config.Parse([]byte(doc))
-	if err != nil {
-		t.Fatalf("parse config: %v", err)
-	}
-	if err := f.Validate(); err != nil {
-		t.Fatalf("config: %v", err)
-	}
+	f := mustConfig(t, hs, extraYAML)
 	h := &harness{t: t, emu: emu, signal: make(chan struct{}, 1)}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := discardLogger()
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -157,6 +128,49 @@ connections:
 	}
 	return h
 }
+
+func newTestServer(t *testing.T, emu *emulator.Server) *httptest.Server {
+	t.Helper()
+	hs := httptest.NewServer(emu)
+	t.Cleanup(func() { hs.Close(); emu.Close() })
+	return hs
+}
+
+// mustConfig is the tests' configuration: an embedded server with a
+// temporary store, the emulator as the "main" connection, and fast retries.
+func mustConfig(t *testing.T, hs *httptest.Server, extraYAML string) *config.File {
+	t.Helper()
+	t.Setenv("NATS_URL", "")
+	doc := fmt.Sprintf(`
+nats:
+  url: ""
+  store_dir: %q
+  workers: 4
+  ack_wait: 10s
+http:
+  listen: 127.0.0.1:0
+retry:
+  max_attempts: 3
+  initial_delay: 100ms
+  max_delay: 500ms
+connections:
+  main:
+    type: intercom
+    base_url: %q
+    access_token_env: %s
+%s
+%s`, t.TempDir(), hs.URL, testTokenEnv, e2eCampaigns, extraYAML)
+	f, err := config.Parse([]byte(doc))
+	if err != nil {
+		t.Fatalf("parse config: %v", err)
+	}
+	if err := f.Validate(); err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	return f
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 type testWriter struct{ t *testing.T }
 
@@ -303,4 +317,3 @@ func outcomes(vs []app.Verdict) []domain.Outcome {
 	return out
 }
 
-var _ = consumer.HeaderReason
