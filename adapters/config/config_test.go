@@ -1,0 +1,208 @@
+package config_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/referrer-sync/referrer-sync/adapters/config"
+	"github.com/referrer-sync/referrer-sync/domain"
+)
+
+const valid = `
+nats:
+  url: nats://127.0.0.1:4222
+  workers: 8
+  ack_wait: 30s
+http:
+  listen: 127.0.0.1:9464
+connections:
+  main:
+    type: intercom
+    region: eu
+    access_token_env: INTERCOM_ACCESS_TOKEN
+    api_version: "2.14"
+campaigns:
+  camp_123:
+    connection: main
+    referrers:
+      action: create_lead
+      on_duplicate: update
+      fields:
+        - {from: referrer.email, to: email}
+        - {from: referrer.url, to: custom_attributes.referral_link}
+        - {value: "Referral Factory", to: custom_attributes.lead_source}
+        - {value: true, to: unsubscribed_from_emails}
+        - {value: 42, to: custom_attributes.score}
+`
+
+func TestParseValid(t *testing.T) {
+	t.Setenv("NATS_URL", "nats://override:4222")
+	f, err := config.Parse([]byte(valid))
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	if err := f.Validate(); err != nil {
+		t.Fatalf("validate: %v", err)
+	}
+	if f.NATS.URL != "nats://override:4222" {
+		t.Errorf("NATS_URL override: got %q", f.NATS.URL)
+	}
+	cat := f.Catalog()
+	c, ok := cat.Lookup("camp_123")
+	if !ok || c.Action != domain.ActionCreateLead || c.OnDuplicate != domain.OnDuplicateUpdate || len(c.Fields) != 5 {
+		t.Fatalf("got %+v, want the lead campaign with 5 fields", c)
+	}
+	if got := c.Fields[3].Value; got != true {
+		t.Errorf("bool value: got %#v, want true", got)
+	}
+	if got := c.Fields[4].Value; got != 42 {
+		t.Errorf("int value: got %#v, want 42", got)
+	}
+	if _, ok := cat.Lookup("other"); ok {
+		t.Error("unlisted campaign found without a default")
+	}
+	if w := f.Warnings(); len(w) != 0 {
+		t.Errorf("warnings: got %v, want none", w)
+	}
+}
+
+func TestValidateReportsEveryProblemWithItsPath(t *testing.T) {
+	t.Setenv("NATS_URL", "")
+	doc := `
+nats: {workers: -1, ack_wait: 10ms}
+http: {listen: "nonsense"}
+retry: {max_attempts: 0, initial_delay: 2m, max_delay: 1m}
+log: {level: loud}
+connections:
+  main: {type: hubspot, region: mars, access_token_env: "", api_version: "3.0"}
+campaigns:
+  camp_9:
+    connection: main
+    referrers:
+      action: create_lead
+      on_duplicate: update
+      fields:
+        - {from: referrer.first_name, to: name}
+  camp_10:
+    connection: missing
+    referrers:
+      action: create_everything
+      on_duplicate: merge
+      fields:
+        - {from: referrer.email, to: email}
+        - {from: referrer.id, to: external_id}
+`
+	f, err := config.Parse([]byte(doc))
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	err = f.Validate()
+	if err == nil {
+		t.Fatal("validate: got nil, want problems")
+	}
+	for _, want := range []string{
+		"log.level:",
+		"nats.workers:",
+		"nats.ack_wait:",
+		"http.listen:",
+		"retry.initial_delay:",
+		"connections.main.type:",
+		"connections.main.region:",
+		"connections.main.access_token_env:",
+		"connections.main.api_version:",
+		"campaigns.camp_9.referrers.fields: email is not mapped",
+		"campaigns.camp_10.connection:",
+		"campaigns.camp_10.referrers.action:",
+		"campaigns.camp_10.referrers.on_duplicate:",
+	} {
+		t.Run(want, func(t *testing.T) {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("got:\n%v\nwant a line with %q", err, want)
+			}
+		})
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	tests := []struct {
+		name, doc, want string
+	}{
+		{"unknown key", "nats: {ulr: x}", "field ulr not found"},
+		{"bad duration", "nats: {ack_wait: soon}", "not a duration"},
+		{"wrong type", "nats: {workers: many}", "cannot unmarshal"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := config.Parse([]byte(tt.doc))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestDefaultCampaign(t *testing.T) {
+	tests := []struct {
+		name    string
+		extra   string
+		wantDef bool
+	}{
+		{"absent", "", false},
+		{"empty means none", "default_campaign: {}", false},
+		{"set", "default_campaign: {connection: main, referrers: {action: create_lead, on_duplicate: skip, fields: [{from: referrer.email, to: email}, {from: referrer.url, to: custom_attributes.referral_link}]}}", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, err := config.Parse([]byte(valid + tt.extra))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			_, ok := f.Catalog().Lookup("unlisted")
+			if ok != tt.wantDef {
+				t.Errorf("unlisted campaign configured: got %v, want %v", ok, tt.wantDef)
+			}
+		})
+	}
+}
+
+func TestWarningForUnmappedReferralLink(t *testing.T) {
+	f, err := config.Parse([]byte(strings.Replace(valid, "        - {from: referrer.url, to: custom_attributes.referral_link}\n", "", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := f.Warnings()
+	if len(w) != 1 || !strings.Contains(w[0], "campaigns.camp_123") || !strings.Contains(w[0], "referral link") {
+		t.Errorf("got %q, want one warning about camp_123's referral link", w)
+	}
+}
+
+func TestTokenComesFromTheEnvironment(t *testing.T) {
+	c := config.Connection{AccessTokenEnv: "RS_TEST_TOKEN"}
+	t.Setenv("RS_TEST_TOKEN", "")
+	if _, err := c.Token(); err == nil || !strings.Contains(err.Error(), "RS_TEST_TOKEN") {
+		t.Errorf("empty: got %v, want an error naming the variable", err)
+	}
+	t.Setenv("RS_TEST_TOKEN", " secret ")
+	if got, err := c.Token(); err != nil || got != "secret" {
+		t.Errorf("got %q, %v; want secret", got, err)
+	}
+}
+
+func TestExampleConfigIsValid(t *testing.T) {
+	t.Setenv("NATS_URL", "")
+	f, err := config.Load(filepath.Join("..", "..", "deployments", "config.example.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Validate(); err != nil {
+		t.Errorf("deployments/config.example.yaml: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join("..", "..", "deployments", "config.example.yaml")); err != nil {
+		t.Fatal(err)
+	}
+}
