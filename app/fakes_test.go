@@ -69,11 +69,10 @@ type fakeCRM struct {
 	mu       sync.Mutex
 	calls    []crmCall
 	contacts []domain.Match
-	updates  map[string]domain.Contact // last update per contact id
 	next     int
 }
 
-func newFakeCRM() *fakeCRM { return &fakeCRM{updates: map[string]domain.Contact{}} }
+func newFakeCRM() *fakeCRM { return &fakeCRM{} }
 
 func (f *fakeCRM) record(c crmCall) {
 	f.mu.Lock()
@@ -131,7 +130,6 @@ func (f *fakeCRM) Update(ctx context.Context, id string, c domain.Contact) error
 	defer f.mu.Unlock()
 	for _, m := range f.contacts {
 		if m.ID == id {
-			f.updates[id] = c
 			return nil
 		}
 	}
@@ -268,19 +266,6 @@ func (l *fakeLedger) State() string {
 	return strings.Join(out, "; ")
 }
 
-// Done returns the recorded results by key.
-func (l *fakeLedger) Done() map[string]ports.Record {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := map[string]ports.Record{}
-	for k, e := range l.entries {
-		if e.done != nil {
-			out[k] = *e.done
-		}
-	}
-	return out
-}
-
 // Calls returns the operations so far.
 func (l *fakeLedger) Calls() []string {
 	l.mu.Lock()
@@ -294,7 +279,6 @@ type fakePeople struct {
 	mu          sync.Mutex
 	ids         map[string]string
 	lookups     int
-	remembers   []string // "connection key id"
 	contactErr  error
 	rememberErr error
 	emptyHit    bool // answer every lookup with ("", true): a forgetful adapter
@@ -321,7 +305,6 @@ func (p *fakePeople) Contact(_ context.Context, conn string, who domain.Identity
 func (p *fakePeople) Remember(_ context.Context, conn string, who domain.Identity, id string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.remembers = append(p.remembers, strings.TrimSpace(peopleKey(conn, who)+" "+id))
 	if p.rememberErr != nil {
 		return p.rememberErr
 	}
@@ -346,6 +329,12 @@ func (p *fakePeople) Known(conn string, who domain.Identity) (string, bool) {
 	defer p.mu.Unlock()
 	id, ok := p.ids[peopleKey(conn, who)]
 	return id, ok
+}
+
+func (p *fakePeople) resetCounts() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.lookups = 0
 }
 
 func (p *fakePeople) Lookups() int {

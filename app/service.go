@@ -234,7 +234,7 @@ func (s *Service) apply(ctx context.Context, camp domain.Campaign, ev domain.Ref
 		return Verdict{Retry: true, Reason: "no_crm", Err: fmt.Errorf("connection %q has no CRM", camp.Connection)}
 	}
 	who := domain.IdentityOf(contact)
-	unlock, err := s.locks.lock(ctx, who.Email)
+	unlock, err := s.locks.lock(ctx, camp.Connection+"/"+who.Email)
 	if err != nil {
 		return Verdict{Retry: true, Reason: "cancelled", Err: err}
 	}
