@@ -28,6 +28,12 @@ type Metrics struct {
 	crmRequests  *prometheus.CounterVec
 	crmDuration  *prometheus.HistogramVec
 	crmRemaining *prometheus.GaugeVec
+	deadLetters  *prometheus.CounterVec
+	duplicates   prometheus.Counter
+	pending      prometheus.Gauge
+	ackPending   prometheus.Gauge
+	reloads      *prometheus.CounterVec
+	generation   prometheus.Gauge
 }
 
 // New registers the collectors, plus the Go and process collectors, on a
@@ -63,11 +69,39 @@ func New(version string) *Metrics {
 			Help: "Requests left in the CRM's current rate-limit window, from its last response.",
 		}, []string{"connection"}),
 	}
+	m.deadLetters = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "dead_letters_total",
+		Help: "Messages stored on the dead-letter subject, by reason.",
+	}, []string{"reason"})
+	m.duplicates = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Name: "duplicates_absorbed_total",
+		Help: "Deliveries of events the ledger had already recorded as applied; acknowledged without a CRM call.",
+	})
+	m.pending = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "consumer_pending_messages",
+		Help: "Messages in the stream not yet delivered to the durable consumer (polled from consumer info).",
+	})
+	m.ackPending = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "consumer_ack_pending_messages",
+		Help: "Messages delivered to the durable consumer and not yet acknowledged, across all replicas (polled from consumer info).",
+	})
+	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "config_reloads_total",
+		Help: "Configuration reload attempts by result (success, failure).",
+	}, []string{"result"})
+	m.generation = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "config_generation",
+		Help: "Generation of the campaign settings in use: 1 at start, +1 per successful reload.",
+	})
+	m.generation.Set(1)
+	m.reloads.WithLabelValues("success") // both series exist from the start, for rate() and alerts
+	m.reloads.WithLabelValues("failure")
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "build_info", Help: "Build information; always 1.",
 	}, []string{"version"})
 	buildInfo.WithLabelValues(version).Set(1)
 	reg.MustRegister(m.events, m.retries, m.processing, m.crmRequests, m.crmDuration, m.crmRemaining, buildInfo,
+		m.deadLetters, m.duplicates, m.pending, m.ackPending, m.reloads, m.generation,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -75,6 +109,50 @@ func New(version string) *Metrics {
 // Outcome implements ports.Metrics.
 func (m *Metrics) Outcome(campaign string, action domain.Action, outcome domain.Outcome, reason string) {
 	m.events.WithLabelValues(campaign, string(action), string(outcome), reason).Inc()
+	switch outcome {
+	case domain.OutcomeDeadLettered:
+		m.deadLetters.WithLabelValues(reason).Inc()
+	case domain.OutcomeDuplicate:
+		m.duplicates.Inc()
+	case domain.OutcomeCreated, domain.OutcomeUpdated, domain.OutcomeSkipped, domain.OutcomeNothing, domain.OutcomeUnconfigured:
+	}
+}
+
+// ConsumerState records the durable consumer's backlog, polled from the
+// server.
+func (m *Metrics) ConsumerState(pending, ackPending uint64) {
+	m.pending.Set(float64(pending))
+	m.ackPending.Set(float64(ackPending))
+}
+
+// Reload records a configuration reload attempt.
+func (m *Metrics) Reload(ok bool) {
+	if !ok {
+		m.reloads.WithLabelValues("failure").Inc()
+		return
+	}
+	m.reloads.WithLabelValues("success").Inc()
+	m.generation.Inc()
+}
+
+// Gauges registers gauges whose values are read at scrape time: messages
+// being processed in this process, and readiness (1 ready, 0 not).
+func (m *Metrics) Gauges(inFlight func() float64, ready func() bool) {
+	m.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "in_flight_messages",
+			Help: "Messages being processed by this process now.",
+		}, inFlight),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "ready",
+			Help: "1 when the process is ready (connected, bound, tokens verified, not draining), else 0.",
+		}, func() float64 {
+			if ready() {
+				return 1
+			}
+			return 0
+		}),
+	)
 }
 
 // Retry implements ports.Metrics.

@@ -170,6 +170,8 @@ func start(ctx context.Context, f *config.File, opt options) (in *instance, err 
 		return in, err
 	}
 
+	in.metrics.Gauges(func() float64 { return float64(in.consumer.Busy()) }, func() bool { return in.ready() == nil })
+
 	listen := f.HTTP.Listen
 	if listen == "" {
 		listen = "127.0.0.1:9464"
@@ -291,6 +293,7 @@ func (in *instance) run(ctx context.Context) error {
 
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	go in.pollConsumer(cctx, 5*time.Second)
 	consErr := make(chan error, 1)
 	go func() { consErr <- in.consumer.Run(cctx) }()
 	var err error
@@ -308,6 +311,26 @@ func (in *instance) run(ctx context.Context) error {
 	in.close()
 	in.log.Info("referrer-sync stopped")
 	return err
+}
+
+// pollConsumer keeps the consumer backlog gauges current.
+func (in *instance) pollConsumer(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		qctx, cancel := context.WithTimeout(ctx, every)
+		if cons, err := in.js.Consumer(qctx, in.consCfg.Stream, in.consCfg.Consumer); err == nil {
+			if info, err := cons.Info(qctx); err == nil {
+				in.metrics.ConsumerState(info.NumPending, uint64(info.NumAckPending))
+			}
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // close releases everything start acquired, in reverse order.
