@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -42,10 +43,14 @@ type Config struct {
 	DeadLetters ports.DeadLetters
 	Metrics     ports.Metrics
 	Logger      *slog.Logger
-	// MaxAttempts caps deliveries of one message; a message still failing
+	// MaxAttempts caps the failed attempts of one event, counted in the
+	// ledger across deliveries and replicas; an event still failing
 	// transiently at the cap is dead-lettered. Default 5.
 	MaxAttempts int
-	Now         func() time.Time // for tests; default time.Now
+	// SearchLags is, per connection, how long after a create the CRM's
+	// search may still miss the contact (DefaultSearchLag when unset).
+	SearchLags map[string]time.Duration
+	Now        func() time.Time // for tests; default time.Now
 }
 
 // Validate reports every missing dependency at once.
@@ -97,6 +102,7 @@ type Service struct {
 	metrics      ports.Metrics
 	log          *slog.Logger
 	maxAttempts  int
+	searchLags   map[string]time.Duration
 	now          func() time.Time
 	locks        *keyLocks
 	unconfigured sync.Map // campaign id → struct{}: log once per campaign
@@ -124,6 +130,7 @@ func New(cfg Config) (*Service, error) {
 		metrics:     cfg.Metrics,
 		log:         cfg.Logger,
 		maxAttempts: cfg.MaxAttempts,
+		searchLags:  cfg.SearchLags,
 		now:         cfg.Now,
 		locks:       newKeyLocks(),
 	}
@@ -161,7 +168,19 @@ type Verdict struct {
 	Delay     time.Duration
 	ContactID string
 	Err       error // the failure behind a retry or dead letter
+
+	failures     int // failed attempts recorded in the ledger, with this one
+	firstFailure time.Time
 }
+
+// deliveriesPerAttempt bounds deliveries per allowed failed attempt: waits
+// (person busy, search lag) redeliver without failing, but not forever.
+const deliveriesPerAttempt = 20
+
+// DefaultSearchLag is how long after a create the CRM's search may miss the
+// new contact, when the connection does not say. Intercom documents "a few
+// minutes".
+const DefaultSearchLag = 5 * time.Minute
 
 // Handle processes one delivery. It never returns an unclassified failure:
 // the verdict says whether to acknowledge or to retry, and every settled
@@ -178,7 +197,7 @@ func (s *Service) handle(ctx context.Context, m Message) (ev domain.ReferrerJoin
 	if err != nil {
 		var inv *domain.InvalidEventError
 		errors.As(err, &inv)
-		return ev, s.deadLetter(ctx, m, ev, LabelUnknown, "", inv.Reason, err)
+		return ev, s.deadLetter(ctx, m, ev, LabelUnknown, "", inv.Reason, err, time.Time{})
 	}
 	// Load the catalog once: a concurrent SetCatalog must not give this
 	// message settings from one version and labels from another.
@@ -200,23 +219,27 @@ func (s *Service) handle(ctx context.Context, m Message) (ev domain.ReferrerJoin
 	}
 	contact, err := domain.MapContact(camp, ev)
 	if err != nil {
-		return ev, s.deadLetter(ctx, m, ev, label, camp.Action, domain.ReasonMapping, err)
+		return ev, s.deadLetter(ctx, m, ev, label, camp.Action, domain.ReasonMapping, err, time.Time{})
 	}
 
 	v := s.apply(ctx, camp, ev, contact)
 	if !v.Retry {
 		if v.Outcome == domain.OutcomeDeadLettered {
-			return ev, s.deadLetter(ctx, m, ev, label, camp.Action, v.Reason, v.Err)
+			return ev, s.deadLetter(ctx, m, ev, label, camp.Action, v.Reason, v.Err, v.firstFailure)
 		}
 		return ev, s.settle(ctx, m, ev, label, camp.Action, v, start)
 	}
-	if m.Attempt >= s.maxAttempts {
+	// Failed attempts are counted per event in the ledger, across
+	// deliveries and replicas; waiting for another worker or for search
+	// lag is not a failure. Deliveries are a backstop for failures the
+	// ledger could not record.
+	if v.failures >= s.maxAttempts || m.Attempt >= s.maxAttempts*deliveriesPerAttempt {
 		reason := ReasonAttemptsExhausted
 		if ports.KindOf(v.Err) == ports.Unauthorized {
 			reason = ReasonUnauthorized
 		}
 		return ev, s.deadLetter(ctx, m, ev, label, camp.Action, reason,
-			fmt.Errorf("gave up after %d attempts: %w", m.Attempt, v.Err))
+			fmt.Errorf("gave up after %d failed attempts (%d deliveries): %w", v.failures, m.Attempt, v.Err), v.firstFailure)
 	}
 	s.metrics.Retry(label, v.Reason)
 	s.log.InfoContext(ctx, "event will be retried", "event_id", ev.ID, "campaign", ev.CampaignID,
@@ -224,8 +247,10 @@ func (s *Service) handle(ctx context.Context, m Message) (ev domain.ReferrerJoin
 	return ev, v
 }
 
-// apply runs the exactly-once section for one event: claim it in the
-// ledger, decide against the CRM's current state, write, and record.
+// apply runs the exactly-once section for one event: lock the person,
+// check the ledger, decide against what is known of the person and the
+// CRM's current state, write, and record — all under the person's lock, so
+// no other worker or replica acts on the same person meanwhile.
 func (s *Service) apply(ctx context.Context, camp domain.Campaign, ev domain.ReferrerJoined, contact domain.Contact) Verdict {
 	if s.crms[camp.Connection] == nil {
 		// A catalog swapped in by SetCatalog can name a connection this
@@ -233,54 +258,93 @@ func (s *Service) apply(ctx context.Context, camp domain.Campaign, ev domain.Ref
 		// event's: retry, so a corrected catalog still applies it.
 		return Verdict{Retry: true, Reason: "no_crm", Err: fmt.Errorf("connection %q has no CRM", camp.Connection)}
 	}
-	who := domain.IdentityOf(contact)
-	unlock, err := s.locks.lock(ctx, camp.Connection+"/"+who.Email)
+	conn, key := camp.Connection, camp.Connection+"/"+ev.ID
+	// Inside one process, wait for the person's turn rather than bounce
+	// the message through the broker.
+	unlock, err := s.locks.lock(ctx, conn+"/"+contact.Email)
 	if err != nil {
 		return Verdict{Retry: true, Reason: "cancelled", Err: err}
 	}
 	defer unlock()
 
-	claim, err := s.ledger.Claim(ctx, camp.Connection+"/"+ev.ID)
-	switch {
-	case errors.Is(err, ports.ErrClaimHeld):
-		return Verdict{Retry: true, Reason: "claim_held", Err: err}
-	case err != nil:
-		return Verdict{Retry: true, Reason: "ledger", Err: fmt.Errorf("claim event: %w", err)}
-	case claim.Done != nil:
-		return Verdict{Outcome: domain.OutcomeDuplicate, ContactID: claim.Done.ContactID}
+	// A duplicate delivery of an applied event costs one read.
+	rec, err := s.ledger.Event(ctx, key)
+	if err != nil {
+		return Verdict{Retry: true, Reason: "ledger", Err: err}
+	}
+	if rec.Done != nil {
+		return Verdict{Outcome: domain.OutcomeDuplicate, ContactID: rec.Done.ContactID}
+	}
+	person, err := s.people.Lock(ctx, conn, contact.Email)
+	if errors.Is(err, ports.ErrClaimHeld) {
+		return Verdict{Retry: true, Reason: "person_busy", Err: err, Delay: s.jitter(500 * time.Millisecond)}
+	}
+	if err != nil {
+		return Verdict{Retry: true, Reason: "ledger", Err: err}
+	}
+	// From here on, writes must land even if the delivery's context ends:
+	// a CRM write may already have happened.
+	wctx := context.WithoutCancel(ctx)
+	defer func() {
+		if err := s.people.Unlock(wctx, person); err != nil {
+			s.log.WarnContext(ctx, "unlocking the person failed; the lock expires with its lease", "connection", conn, "error", err)
+		}
+	}()
+	// Re-read under the lock: another worker may have finished the event
+	// between the first read and the lock.
+	if rec, err = s.ledger.Event(ctx, key); err != nil {
+		return Verdict{Retry: true, Reason: "ledger", Err: err}
+	}
+	if rec.Done != nil {
+		return Verdict{Outcome: domain.OutcomeDuplicate, ContactID: rec.Done.ContactID}
 	}
 
-	v := s.execute(ctx, camp, contact)
-	if v.Retry || v.Outcome == domain.OutcomeDeadLettered {
-		// Let the next attempt (or a replay after an operator's fix)
-		// claim the event at once. The domain decision is re-made then,
-		// against the CRM's state at that time.
-		if rerr := s.ledger.Release(context.WithoutCancel(ctx), claim); rerr != nil {
-			s.log.WarnContext(ctx, "releasing ledger claim failed; it expires with its lease", "event_id", ev.ID, "error", rerr)
+	v := s.execute(ctx, camp, ev, contact, &person)
+	switch {
+	case v.Retry:
+		rec, err := s.ledger.Failed(wctx, key, s.now())
+		if err != nil {
+			s.log.WarnContext(ctx, "recording a failed attempt failed", "event_id", ev.ID, "error", err)
+			return v
 		}
-		return v
-	}
-	rec := ports.Record{Outcome: v.Outcome, ContactID: v.ContactID, At: s.now()}
-	if err := s.ledger.Complete(context.WithoutCancel(ctx), claim, rec); err != nil {
-		// The CRM write happened; redelivery will find the contact and
-		// reach the same state without a second create.
-		return Verdict{Retry: true, Reason: "ledger", Err: fmt.Errorf("record result: %w", err)}
+		v.failures, v.firstFailure = rec.Failures, rec.FirstFailure
+	case v.Outcome == domain.OutcomeDeadLettered:
+		v.failures, v.firstFailure = rec.Failures+1, rec.FirstFailure
+		// A replay after an operator's fix starts afresh.
+		if err := s.ledger.Clear(wctx, key); err != nil {
+			s.log.WarnContext(ctx, "clearing the event's failures failed", "event_id", ev.ID, "error", err)
+		}
+	default:
+		r := ports.Record{Outcome: v.Outcome, ContactID: v.ContactID, At: s.now()}
+		if err := s.ledger.Done(wctx, key, r); err != nil {
+			// The CRM write happened and the person record will say so
+			// (it is written on unlock); the redelivery decides again
+			// from it, without a second create.
+			return Verdict{Retry: true, Reason: "ledger", Err: fmt.Errorf("record result: %w", err)}
+		}
 	}
 	return v
 }
 
-// execute makes the duplicate decision and performs it through the CRM.
-func (s *Service) execute(ctx context.Context, camp domain.Campaign, contact domain.Contact) Verdict {
+// execute makes the duplicate decision and performs it through the CRM. It
+// holds the person's lock; person is updated in place and written back on
+// unlock.
+func (s *Service) execute(ctx context.Context, camp domain.Campaign, ev domain.ReferrerJoined, contact domain.Contact, person *ports.Person) Verdict {
 	crm := s.crms[camp.Connection]
 	who := domain.IdentityOf(contact)
 
 	var match domain.Match
 	found := false
-	if id, ok, err := s.people.Contact(ctx, camp.Connection, who); err != nil {
-		return Verdict{Retry: true, Reason: "ledger", Err: fmt.Errorf("person lookup: %w", err)}
-	} else if ok && id != "" { // an empty id is a forgotten person, not a contact
-		match, found = domain.Match{ID: id}, true
-	} else {
+	switch {
+	case person.ContactID != "":
+		match, found = domain.Match{ID: person.ContactID}, true
+	case person.Pending != nil:
+		v, m, ok, done := s.reconcile(ctx, camp, ev, contact, person)
+		if done {
+			return v
+		}
+		match, found = m, ok
+	default:
 		matches, err := crm.Find(ctx, who)
 		if err != nil {
 			return s.crmFailure(err)
@@ -295,37 +359,112 @@ func (s *Service) execute(ctx context.Context, camp domain.Campaign, contact dom
 
 	switch domain.Decide(camp, found) {
 	case domain.DecideCreate:
-		res, err := crm.Create(ctx, contact)
-		if err != nil {
-			return s.crmFailure(err)
-		}
-		s.remember(ctx, camp.Connection, who, res.ID)
-		if !res.Existing {
-			return Verdict{Outcome: domain.OutcomeCreated, ContactID: res.ID}
-		}
-		// The CRM already had this person (a search miss, e.g. its
-		// indexing lag): the duplicate policy applies, never an error.
-		if domain.Decide(camp, true) == domain.DecideSkip {
-			return Verdict{Outcome: domain.OutcomeSkipped, ContactID: res.ID}
-		}
-		return s.update(ctx, crm, camp.Connection, res.ID, contact)
+		return s.create(ctx, crm, camp, ev, contact, person)
 	case domain.DecideUpdate:
-		s.remember(ctx, camp.Connection, who, match.ID)
-		return s.update(ctx, crm, camp.Connection, match.ID, contact)
+		person.ContactID = match.ID
+		return s.update(ctx, crm, person, match.ID, contact)
 	case domain.DecideSkip:
-		s.remember(ctx, camp.Connection, who, match.ID)
+		person.ContactID = match.ID
 		return Verdict{Outcome: domain.OutcomeSkipped, ContactID: match.ID}
 	case domain.DecideNothing:
 	}
 	return Verdict{Outcome: domain.OutcomeNothing}
 }
 
-func (s *Service) update(ctx context.Context, crm ports.CRM, conn, id string, contact domain.Contact) Verdict {
+// create sends the create, first recording it as pending in the person's
+// record: if its outcome is lost (timeout, reset, crash), whoever handles
+// this person next resolves it before creating anything.
+func (s *Service) create(ctx context.Context, crm ports.CRM, camp domain.Campaign, ev domain.ReferrerJoined, contact domain.Contact, person *ports.Person) Verdict {
+	person.Pending = &ports.PendingCreate{EventID: ev.ID, At: s.now()}
+	if err := s.people.Save(ctx, person); err != nil {
+		person.Pending = nil
+		return Verdict{Retry: true, Reason: "ledger", Err: fmt.Errorf("record pending create: %w", err)}
+	}
+	contact.Marker = ev.ID
+	res, err := crm.Create(ctx, contact)
+	if err != nil {
+		var e *ports.Error
+		if !errors.As(err, &e) || !e.Uncertain {
+			person.Pending = nil // certainly not applied
+		}
+		return s.crmFailure(err)
+	}
+	person.Pending, person.ContactID = nil, res.ID
+	if !res.Existing {
+		return Verdict{Outcome: domain.OutcomeCreated, ContactID: res.ID}
+	}
+	// The CRM already had this person (a search miss, e.g. its indexing
+	// lag): the duplicate policy applies, never an error.
+	if domain.Decide(camp, true) == domain.DecideSkip {
+		return Verdict{Outcome: domain.OutcomeSkipped, ContactID: res.ID}
+	}
+	return s.update(ctx, crm, person, res.ID, contact)
+}
+
+// reconcile resolves a create whose outcome is unknown. It looks the person
+// up by external id (immediately consistent), email and the marker the
+// create carried. If the contact is found, the pending create is settled:
+// recorded as created for the event that sent it. If it is not found, a
+// user is safe to create again (the CRM answers a repeat with 409 naming
+// the contact); a lead is not (leads may share an email, so the CRM cannot
+// refuse a second one): until the CRM's search lag has passed since the
+// create was sent, the event waits.
+func (s *Service) reconcile(ctx context.Context, camp domain.Campaign, ev domain.ReferrerJoined, contact domain.Contact, person *ports.Person) (v Verdict, match domain.Match, found, done bool) {
+	crm := s.crms[camp.Connection]
+	p := *person.Pending
+	who := domain.IdentityOf(contact)
+	who.Marker = p.EventID
+	matches, err := crm.Find(ctx, who)
+	if err != nil {
+		return s.crmFailure(err), domain.Match{}, false, true
+	}
+	if m, ok := markedBy(matches, p.EventID); ok || len(matches) > 0 {
+		if !ok {
+			m, _, _ = domain.PickMatch(who, matches)
+		}
+		person.Pending, person.ContactID = nil, m.ID
+		s.log.InfoContext(ctx, "resolved a create whose outcome was unknown: the contact exists",
+			"connection", camp.Connection, "pending_event_id", p.EventID, "contact_id", m.ID)
+		if p.EventID == ev.ID {
+			return Verdict{Outcome: domain.OutcomeCreated, ContactID: m.ID}, m, true, true
+		}
+		// Another event's create: record it for that event, so its
+		// redelivery is a duplicate, and apply this event's policy.
+		rec := ports.Record{Outcome: domain.OutcomeCreated, ContactID: m.ID, At: s.now()}
+		if err := s.ledger.Done(context.WithoutCancel(ctx), camp.Connection+"/"+p.EventID, rec); err != nil {
+			return Verdict{Retry: true, Reason: "ledger", Err: err}, domain.Match{}, false, true
+		}
+		return Verdict{}, m, true, false
+	}
+	if contact.Role == domain.RoleUser {
+		person.Pending = nil
+		return Verdict{}, domain.Match{}, false, false
+	}
+	if wait := p.At.Add(s.searchLag(camp.Connection)).Sub(s.now()); wait > 0 {
+		return Verdict{Retry: true, Reason: "awaiting_search", Delay: wait + s.jitter(250*time.Millisecond),
+			Err: fmt.Errorf("a create sent %s ago may not be searchable yet", s.now().Sub(p.At).Round(time.Millisecond))}, domain.Match{}, false, true
+	}
+	// The search lag has passed and the contact is not there: the create
+	// was never applied.
+	person.Pending = nil
+	return Verdict{}, domain.Match{}, false, false
+}
+
+func markedBy(matches []domain.Match, marker string) (domain.Match, bool) {
+	for _, m := range matches {
+		if m.Marker == marker && marker != "" {
+			return m, true
+		}
+	}
+	return domain.Match{}, false
+}
+
+func (s *Service) update(ctx context.Context, crm ports.CRM, person *ports.Person, id string, contact domain.Contact) Verdict {
 	err := crm.Update(ctx, id, contact.ForUpdate())
 	if ports.KindOf(err) == ports.NotFound {
 		// The remembered contact was deleted or merged away. Forget it;
 		// the retry searches afresh.
-		s.remember(ctx, conn, domain.IdentityOf(contact), "")
+		person.ContactID = ""
 		return Verdict{Retry: true, Reason: "contact_gone", Err: err}
 	}
 	if err != nil {
@@ -334,12 +473,16 @@ func (s *Service) update(ctx context.Context, crm ports.CRM, conn, id string, co
 	return Verdict{Outcome: domain.OutcomeUpdated, ContactID: id}
 }
 
-func (s *Service) remember(ctx context.Context, conn string, who domain.Identity, id string) {
-	if err := s.people.Remember(context.WithoutCancel(ctx), conn, who, id); err != nil {
-		// Only an optimisation is lost: the next event for this person
-		// searches the CRM instead.
-		s.log.WarnContext(ctx, "remembering the person's contact id failed", "connection", conn, "error", err)
+func (s *Service) searchLag(conn string) time.Duration {
+	if d, ok := s.searchLags[conn]; ok && d > 0 {
+		return d
 	}
+	return DefaultSearchLag
+}
+
+// jitter returns d ± 50 %, so retries of many workers do not align.
+func (s *Service) jitter(d time.Duration) time.Duration {
+	return d/2 + time.Duration(rand.Int64N(int64(d)+1))
 }
 
 // crmFailure classifies a CRM error into retry or dead letter.
@@ -357,18 +500,19 @@ func (s *Service) crmFailure(err error) Verdict {
 	return Verdict{Retry: true, Reason: "unknown", Err: err}
 }
 
-func (s *Service) deadLetter(ctx context.Context, m Message, ev domain.ReferrerJoined, label string, action domain.Action, reason string, cause error) Verdict {
+func (s *Service) deadLetter(ctx context.Context, m Message, ev domain.ReferrerJoined, label string, action domain.Action, reason string, cause error, firstFailure time.Time) Verdict {
 	d := ports.DeadLetter{
-		Body:     m.Body,
-		Headers:  m.Headers,
-		Reason:   reason,
-		Message:  cause.Error(),
-		Attempts: m.Attempt,
-		Subject:  m.Subject,
-		Sequence: m.Sequence,
-		EventID:  ev.ID,
-		Campaign: ev.CampaignID,
-		Failed:   s.now(),
+		Body:      m.Body,
+		Headers:   m.Headers,
+		Reason:    reason,
+		Message:   cause.Error(),
+		Attempts:  m.Attempt,
+		Subject:   m.Subject,
+		FirstSeen: firstFailure,
+		Sequence:  m.Sequence,
+		EventID:   ev.ID,
+		Campaign:  ev.CampaignID,
+		Failed:    s.now(),
 	}
 	if err := s.dlq.DeadLetter(ctx, d); err != nil {
 		s.metrics.Retry(label, "dead_letter_failed")

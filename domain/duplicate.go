@@ -10,6 +10,9 @@ import (
 type Identity struct {
 	Email      string
 	ExternalID string
+	// Marker, when set, also finds the contact whose marker attribute
+	// holds this value (see Contact.Marker).
+	Marker string
 }
 
 // IdentityOf returns the identity a contact would be matched by.
@@ -33,7 +36,8 @@ type Match struct {
 	Role       Role
 	Email      string
 	ExternalID string
-	CreatedAt  int64 // Unix seconds
+	CreatedAt  int64  // Unix seconds
+	Marker     string // the marker attribute's value, if the contact has one
 }
 
 // PickMatch chooses deterministically among contacts that match: a contact

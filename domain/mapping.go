@@ -123,6 +123,10 @@ type Contact struct {
 	LastSeenAt   int64
 	Unsubscribed *bool
 	Custom       map[string]any // string, bool, int64 or float64 values
+	// Marker, when set on a create, is stored by the CRM adapter in a
+	// marker attribute so that a create whose outcome was lost can be
+	// found again. The application sets it to the creating event's id.
+	Marker string
 }
 
 // MapContact applies a campaign's field mapping to an event. The result has

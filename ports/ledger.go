@@ -9,32 +9,37 @@ import (
 )
 
 // ErrClaimHeld means another worker (in this process or another replica)
-// holds a live claim on the event or person; try again later.
-var ErrClaimHeld = errors.New("claim held by another worker")
+// holds a live lock on the person; try again shortly.
+var ErrClaimHeld = errors.New("held by another worker")
 
-// ErrClaimLost means the claim was taken over (its lease expired) before the
-// holder finished; the holder must not record a result.
-var ErrClaimLost = errors.New("claim lost")
+// ErrClaimLost means the lock was taken over (its lease expired) before the
+// holder finished; the holder must stop writing.
+var ErrClaimLost = errors.New("lock lost")
 
-// Ledger is the durable record of which events have been applied. It is what
-// makes redeliveries, duplicate publishes and replays harmless.
+// Ledger is the durable record of what happened to each event, keyed by
+// (connection, event id). It is what makes redeliveries, duplicate
+// publishes and replays harmless. Writes for an event happen only while the
+// event's person is locked (People.Lock), so they need no compare-and-set
+// of their own.
 type Ledger interface {
-	// Claim takes the event for processing. If the event was already
-	// applied it returns a Claim with Done set and the recorded result. If
-	// a live claim is held elsewhere it returns ErrClaimHeld.
-	Claim(ctx context.Context, key string) (Claim, error)
-	// Complete records the result of a claimed event.
-	Complete(ctx context.Context, c Claim, r Record) error
-	// Release gives up a claim without a result, so a retry can take it at
-	// once instead of waiting for the lease to expire.
-	Release(ctx context.Context, c Claim) error
+	// Event returns what is recorded for the event; the zero value when
+	// nothing is.
+	Event(ctx context.Context, key string) (EventRecord, error)
+	// Done records that the event was applied.
+	Done(ctx context.Context, key string, r Record) error
+	// Failed records a failed attempt and returns the updated record, so
+	// attempts are counted per event across deliveries and replicas.
+	Failed(ctx context.Context, key string, at time.Time) (EventRecord, error)
+	// Clear forgets the event (after it was dead-lettered, so that a
+	// replay starts afresh).
+	Clear(ctx context.Context, key string) error
 }
 
-// Claim is a held claim on an event.
-type Claim struct {
-	Key      string
-	Revision uint64
-	Done     *Record // set when the event was already applied
+// EventRecord is the ledger's state for one event.
+type EventRecord struct {
+	Done         *Record // set once the event was applied
+	Failures     int     // failed attempts so far
+	FirstFailure time.Time
 }
 
 // Record is what the ledger remembers of an applied event.
@@ -44,10 +49,35 @@ type Record struct {
 	At        time.Time
 }
 
-// People remembers the CRM contact id of each person, per connection, so a
-// later event for a known person needs no search and is immune to the CRM's
-// search lag.
+// People serialises work on one person (per connection and normalised
+// email) across every worker and replica, and remembers the person's CRM
+// contact, so that a later event for a known person needs no search and is
+// immune to the CRM's search lag.
 type People interface {
-	Contact(ctx context.Context, connection string, person domain.Identity) (id string, ok bool, err error)
-	Remember(ctx context.Context, connection string, person domain.Identity, contactID string) error
+	// Lock takes the person's lock, with a lease after which a crashed
+	// holder's lock can be taken over. It returns ErrClaimHeld when a live
+	// lock is held elsewhere.
+	Lock(ctx context.Context, connection, email string) (Person, error)
+	// Save writes the person's state and keeps the lock; it returns
+	// ErrClaimLost if the lock was taken over.
+	Save(ctx context.Context, p *Person) error
+	// Unlock writes the person's state and releases the lock.
+	Unlock(ctx context.Context, p Person) error
+}
+
+// Person is a locked person record.
+type Person struct {
+	Key       string
+	Revision  uint64
+	ContactID string // the CRM contact, once known
+	// Pending is a create that was sent and whose outcome is not known
+	// (timeout, reset, crash): it must be resolved before anything else
+	// creates this person.
+	Pending *PendingCreate
+}
+
+// PendingCreate is a create request that may or may not have been applied.
+type PendingCreate struct {
+	EventID string
+	At      time.Time
 }

@@ -80,6 +80,28 @@ type Connection struct {
 	BaseURL        string `yaml:"base_url"`
 	AccessTokenEnv string `yaml:"access_token_env"`
 	APIVersion     string `yaml:"api_version"`
+	// Timeout bounds one HTTP request to the CRM. Default 10s.
+	Timeout Duration `yaml:"timeout"`
+	// MarkerAttribute is the custom contact attribute in which every
+	// contact this service creates carries the id of the event that
+	// created it, so an uncertain create can be found again. Created at
+	// start-up when missing. Default "referrer_sync_event_id".
+	MarkerAttribute string `yaml:"marker_attribute"`
+	// SearchLag is how long after a create the CRM's search may still miss
+	// the new contact; an uncertain create of a lead is not repeated within
+	// it. Default 5m (Intercom documents "a few minutes").
+	SearchLag Duration `yaml:"search_lag"`
+}
+
+// DefaultMarkerAttribute is the marker attribute's default name.
+const DefaultMarkerAttribute = "referrer_sync_event_id"
+
+// Marker returns the marker attribute name with its default applied.
+func (c Connection) Marker() string {
+	if c.MarkerAttribute == "" {
+		return DefaultMarkerAttribute
+	}
+	return c.MarkerAttribute
 }
 
 // Campaign is one campaign's settings.
@@ -143,7 +165,10 @@ func Parse(b []byte) (*File, error) {
 	return &f, nil
 }
 
-var connNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+var (
+	connNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	attrNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,190}$`)
+)
 
 // Validate reports every problem in the file at once, each with its path.
 func (f *File) Validate() error {
@@ -205,6 +230,15 @@ func (f *File) Validate() error {
 		}
 		if c.AccessTokenEnv == "" {
 			add(p+".access_token_env", "is required (the name of the environment variable holding the token)")
+		}
+		if c.Timeout < 0 || (c.Timeout > 0 && time.Duration(c.Timeout) < 100*time.Millisecond) {
+			add(p+".timeout", "%s is not at least 100ms", time.Duration(c.Timeout))
+		}
+		if c.SearchLag < 0 {
+			add(p+".search_lag", "must not be negative")
+		}
+		if c.MarkerAttribute != "" && !attrNameRE.MatchString(c.MarkerAttribute) {
+			add(p+".marker_attribute", "%q may contain only letters, digits, '_' and '-'", c.MarkerAttribute)
 		}
 		if c.APIVersion != "" && !slices.Contains(APIVersions, c.APIVersion) {
 			add(p+".api_version", "%q is not one of %s", c.APIVersion, strings.Join(APIVersions, ", "))

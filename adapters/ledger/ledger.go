@@ -2,10 +2,11 @@
 // key-value bucket: which events were applied (ports.Ledger) and which CRM
 // contact each person is (ports.People).
 //
-// Claims are atomic: a claim is a KV create, which succeeds for exactly one
-// writer; a takeover of an expired claim and the final record are
-// compare-and-set updates on the revision the claimant saw. Keys are hashes,
-// so no event id or email appears in the bucket's keys.
+// Person locks are atomic: taking one is a KV create (a new person) or a
+// compare-and-set update on the revision read, so exactly one writer wins;
+// the lock carries a lease, so a crashed holder's lock is taken over, not
+// stuck. Event records are written only under the person's lock. Keys are
+// hashes, so no event id or email appears in the bucket's keys.
 package ledger
 
 import (
@@ -35,9 +36,9 @@ type Config struct {
 	// TTL is how long records are kept. It bounds how late a duplicate or
 	// a replay is still recognised. Default 30 days.
 	TTL time.Duration
-	// Lease is how long a claim stays exclusive without a result. After
-	// it, another worker may take the event over (its holder crashed). It
-	// must exceed the longest processing of one event. Default 2 minutes.
+	// Lease is how long a person's lock stays exclusive. After it, another
+	// worker may take the lock over (its holder crashed). It must exceed
+	// the longest processing of one event. Default 2 minutes.
 	Lease time.Duration
 	// Owner names this process in claims, for diagnosis. Default
 	// host-pid-random.
@@ -109,18 +110,12 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Ledger, erro
 	return &Ledger{kv: kv, cfg: cfg}, nil
 }
 
-const (
-	stateClaimed = "claimed"
-	stateDone    = "done"
-)
-
 type eventValue struct {
-	State     string         `json:"state"`
-	Owner     string         `json:"owner,omitempty"`
-	LeaseEnd  int64          `json:"lease_end_ms,omitempty"`
-	Outcome   domain.Outcome `json:"outcome,omitempty"`
-	ContactID string         `json:"contact_id,omitempty"`
-	At        int64          `json:"at_ms"`
+	Outcome      domain.Outcome `json:"outcome,omitempty"`
+	ContactID    string         `json:"contact_id,omitempty"`
+	At           int64          `json:"at_ms,omitempty"`
+	Failures     int            `json:"failures,omitempty"`
+	FirstFailure int64          `json:"first_failure_ms,omitempty"`
 }
 
 func hashKey(prefix string, parts ...string) string {
@@ -132,134 +127,208 @@ func hashKey(prefix string, parts ...string) string {
 	return prefix + hex.EncodeToString(h.Sum(nil)[:20])
 }
 
-func (l *Ledger) claimValue() []byte {
-	now := l.cfg.Now()
-	b, _ := json.Marshal(eventValue{State: stateClaimed, Owner: l.cfg.Owner, LeaseEnd: now.Add(l.cfg.Lease).UnixMilli(), At: now.UnixMilli()})
-	return b
-}
+func eventKey(key string) string { return hashKey("ev.", key) }
 
-// Claim implements ports.Ledger.
-func (l *Ledger) Claim(ctx context.Context, key string) (ports.Claim, error) {
-	k := hashKey("ev.", key)
-	for range 3 {
-		rev, err := l.kv.Create(ctx, k, l.claimValue())
-		if err == nil {
-			return ports.Claim{Key: k, Revision: rev}, nil
-		}
-		// Exists, or lost a race on a delete marker: read what is there.
-		e, gerr := l.kv.Get(ctx, k)
-		if errors.Is(gerr, jetstream.ErrKeyNotFound) {
-			continue // released in between; try the create again
-		}
-		if gerr != nil {
-			return ports.Claim{}, fmt.Errorf("ledger: read claim: %w", errors.Join(err, gerr))
-		}
-		var v eventValue
-		if err := json.Unmarshal(e.Value(), &v); err != nil {
-			return ports.Claim{}, fmt.Errorf("ledger: corrupt record for %s: %w", k, err)
-		}
-		if v.State == stateDone {
-			return ports.Claim{Key: k, Revision: e.Revision(), Done: &ports.Record{
-				Outcome: v.Outcome, ContactID: v.ContactID, At: time.UnixMilli(v.At),
-			}}, nil
-		}
-		if l.cfg.Now().UnixMilli() < v.LeaseEnd {
-			return ports.Claim{}, ports.ErrClaimHeld
-		}
-		// The holder's lease ran out (it crashed or stalled): take over,
-		// but only if nobody else did first.
-		rev, err = l.kv.Update(ctx, k, l.claimValue(), e.Revision())
-		if err != nil {
-			if errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err) {
-				return ports.Claim{}, ports.ErrClaimHeld
-			}
-			return ports.Claim{}, fmt.Errorf("ledger: take over claim: %w", err)
-		}
-		return ports.Claim{Key: k, Revision: rev}, nil
+// Event implements ports.Ledger.
+func (l *Ledger) Event(ctx context.Context, key string) (ports.EventRecord, error) {
+	v, _, err := l.event(ctx, key)
+	if err != nil {
+		return ports.EventRecord{}, err
 	}
-	return ports.Claim{}, ports.ErrClaimHeld
+	return v.record(), nil
 }
 
-// Complete implements ports.Ledger.
-func (l *Ledger) Complete(ctx context.Context, c ports.Claim, r ports.Record) error {
-	b, err := json.Marshal(eventValue{State: stateDone, Outcome: r.Outcome, ContactID: r.ContactID, At: r.At.UnixMilli()})
+func (l *Ledger) event(ctx context.Context, key string) (eventValue, bool, error) {
+	e, err := l.kv.Get(ctx, eventKey(key))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return eventValue{}, false, nil
+	}
+	if err != nil {
+		return eventValue{}, false, fmt.Errorf("ledger: read event: %w", err)
+	}
+	var v eventValue
+	if err := json.Unmarshal(e.Value(), &v); err != nil {
+		return eventValue{}, false, fmt.Errorf("ledger: corrupt event record: %w", err)
+	}
+	return v, true, nil
+}
+
+func (v eventValue) record() ports.EventRecord {
+	r := ports.EventRecord{Failures: v.Failures}
+	if v.FirstFailure != 0 {
+		r.FirstFailure = time.UnixMilli(v.FirstFailure)
+	}
+	if v.Outcome != "" {
+		r.Done = &ports.Record{Outcome: v.Outcome, ContactID: v.ContactID, At: time.UnixMilli(v.At)}
+	}
+	return r
+}
+
+func (l *Ledger) putEvent(ctx context.Context, key string, v eventValue) error {
+	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	if _, err := l.kv.Update(ctx, c.Key, b, c.Revision); err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err) {
-			return ports.ErrClaimLost
-		}
-		return fmt.Errorf("ledger: record result: %w", err)
+	if _, err := l.kv.Put(ctx, eventKey(key), b); err != nil {
+		return fmt.Errorf("ledger: write event: %w", err)
 	}
 	return nil
 }
 
-// Release implements ports.Ledger.
-func (l *Ledger) Release(ctx context.Context, c ports.Claim) error {
-	err := l.kv.Delete(ctx, c.Key, jetstream.LastRevision(c.Revision))
-	if err != nil && (errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err)) {
-		return nil // someone else holds it now; nothing of ours to release
-	}
+// Done implements ports.Ledger.
+func (l *Ledger) Done(ctx context.Context, key string, r ports.Record) error {
+	return l.putEvent(ctx, key, eventValue{Outcome: r.Outcome, ContactID: r.ContactID, At: r.At.UnixMilli()})
+}
+
+// Failed implements ports.Ledger.
+func (l *Ledger) Failed(ctx context.Context, key string, at time.Time) (ports.EventRecord, error) {
+	v, _, err := l.event(ctx, key)
 	if err != nil {
-		return fmt.Errorf("ledger: release claim: %w", err)
+		return ports.EventRecord{}, err
+	}
+	v.Failures++
+	if v.FirstFailure == 0 {
+		v.FirstFailure = at.UnixMilli()
+	}
+	if err := l.putEvent(ctx, key, v); err != nil {
+		return ports.EventRecord{}, err
+	}
+	return v.record(), nil
+}
+
+// Clear implements ports.Ledger.
+func (l *Ledger) Clear(ctx context.Context, key string) error {
+	if err := l.kv.Delete(ctx, eventKey(key)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("ledger: clear event: %w", err)
 	}
 	return nil
 }
 
 // Lookup returns the record of an applied event, for tests and tools.
 func (l *Ledger) Lookup(ctx context.Context, key string) (ports.Record, bool, error) {
-	e, err := l.kv.Get(ctx, hashKey("ev.", key))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return ports.Record{}, false, nil
-	}
-	if err != nil {
+	r, err := l.Event(ctx, key)
+	if err != nil || r.Done == nil {
 		return ports.Record{}, false, err
 	}
-	var v eventValue
-	if err := json.Unmarshal(e.Value(), &v); err != nil {
-		return ports.Record{}, false, err
-	}
-	if v.State != stateDone {
-		return ports.Record{}, false, nil
-	}
-	return ports.Record{Outcome: v.Outcome, ContactID: v.ContactID, At: time.UnixMilli(v.At)}, true, nil
+	return *r.Done, true, nil
 }
 
 type personValue struct {
-	ContactID string `json:"contact_id"`
+	ContactID    string `json:"contact_id,omitempty"`
+	Owner        string `json:"owner,omitempty"`
+	LeaseEnd     int64  `json:"lease_end_ms,omitempty"`
+	PendingEvent string `json:"pending_event,omitempty"`
+	PendingAt    int64  `json:"pending_at_ms,omitempty"`
 }
 
-// Contact implements ports.People.
-func (l *Ledger) Contact(ctx context.Context, connection string, person domain.Identity) (string, bool, error) {
-	e, err := l.kv.Get(ctx, hashKey("p.", connection, person.Key()))
+func (v personValue) person(key string, rev uint64) ports.Person {
+	p := ports.Person{Key: key, Revision: rev, ContactID: v.ContactID}
+	if v.PendingEvent != "" {
+		p.Pending = &ports.PendingCreate{EventID: v.PendingEvent, At: time.UnixMilli(v.PendingAt)}
+	}
+	return p
+}
+
+func (l *Ledger) personValue(p ports.Person, locked bool) []byte {
+	v := personValue{ContactID: p.ContactID}
+	if p.Pending != nil {
+		v.PendingEvent, v.PendingAt = p.Pending.EventID, p.Pending.At.UnixMilli()
+	}
+	if locked {
+		v.Owner, v.LeaseEnd = l.cfg.Owner, l.cfg.Now().Add(l.cfg.Lease).UnixMilli()
+	}
+	b, _ := json.Marshal(v)
+	return b
+}
+
+// Lock implements ports.People. The lock is a field of the person's record:
+// taking it is a create (new person) or a compare-and-set on the revision
+// read, so exactly one worker wins; a lock whose lease ended is taken over.
+func (l *Ledger) Lock(ctx context.Context, connection, email string) (ports.Person, error) {
+	k := hashKey("p.", connection, email)
+	e, err := l.kv.Get(ctx, k)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return "", false, nil
+		p := ports.Person{Key: k}
+		rev, err := l.kv.Create(ctx, k, l.personValue(p, true))
+		if err != nil {
+			if errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err) {
+				return ports.Person{}, ports.ErrClaimHeld
+			}
+			return ports.Person{}, fmt.Errorf("ledger: lock person: %w", err)
+		}
+		p.Revision = rev
+		return p, nil
 	}
 	if err != nil {
-		return "", false, fmt.Errorf("ledger: read person: %w", err)
+		return ports.Person{}, fmt.Errorf("ledger: read person: %w", err)
 	}
 	var v personValue
-	if err := json.Unmarshal(e.Value(), &v); err != nil || v.ContactID == "" {
-		return "", false, nil
+	if err := json.Unmarshal(e.Value(), &v); err != nil {
+		return ports.Person{}, fmt.Errorf("ledger: corrupt person record: %w", err)
 	}
-	return v.ContactID, true, nil
+	if v.Owner != "" && l.cfg.Now().UnixMilli() < v.LeaseEnd {
+		return ports.Person{}, ports.ErrClaimHeld
+	}
+	p := v.person(k, 0)
+	rev, err := l.kv.Update(ctx, k, l.personValue(p, true), e.Revision())
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err) {
+			return ports.Person{}, ports.ErrClaimHeld
+		}
+		return ports.Person{}, fmt.Errorf("ledger: lock person: %w", err)
+	}
+	p.Revision = rev
+	return p, nil
 }
 
-// Remember implements ports.People. An empty contactID forgets the person.
-func (l *Ledger) Remember(ctx context.Context, connection string, person domain.Identity, contactID string) error {
-	k := hashKey("p.", connection, person.Key())
-	if contactID == "" {
-		if err := l.kv.Delete(ctx, k); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-			return fmt.Errorf("ledger: forget person: %w", err)
+// Save implements ports.People.
+func (l *Ledger) Save(ctx context.Context, p *ports.Person) error {
+	rev, err := l.kv.Update(ctx, p.Key, l.personValue(*p, true), p.Revision)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err) {
+			return ports.ErrClaimLost
 		}
-		return nil
+		return fmt.Errorf("ledger: save person: %w", err)
 	}
-	b, _ := json.Marshal(personValue{ContactID: contactID})
-	if _, err := l.kv.Put(ctx, k, b); err != nil {
-		return fmt.Errorf("ledger: remember person: %w", err)
+	p.Revision = rev
+	return nil
+}
+
+// Unlock implements ports.People.
+func (l *Ledger) Unlock(ctx context.Context, p ports.Person) error {
+	if _, err := l.kv.Update(ctx, p.Key, l.personValue(p, false), p.Revision); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err) {
+			return ports.ErrClaimLost
+		}
+		return fmt.Errorf("ledger: unlock person: %w", err)
 	}
 	return nil
+}
+
+// PersonContact returns the contact id remembered for a person, for tests
+// and tools.
+func (l *Ledger) PersonContact(ctx context.Context, connection, email string) (string, error) {
+	e, err := l.kv.Get(ctx, hashKey("p.", connection, email))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	var v personValue
+	if err := json.Unmarshal(e.Value(), &v); err != nil {
+		return "", err
+	}
+	return v.ContactID, nil
+}
+
+// Forget drops what is remembered of a person, for tests and tools.
+func (l *Ledger) Forget(ctx context.Context, connection, email string) error {
+	err := l.kv.Delete(ctx, hashKey("p.", connection, email))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	return err
 }
 
 func isWrongSequence(err error) bool {

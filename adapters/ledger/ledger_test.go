@@ -63,55 +63,58 @@ func newLedger(t *testing.T, js jetstream.JetStream, clk *clock, owner string) *
 	return l
 }
 
-func TestClaimLifecycle(t *testing.T) {
+func TestEventRecords(t *testing.T) {
 	js := newJetStream(t)
 	clk := &clock{now: time.Unix(1_800_000_000, 0)}
 	a := newLedger(t, js, clk, "a")
 	b := newLedger(t, js, clk, "b") // a second replica on the same bucket
 	ctx := context.Background()
 
-	type step struct {
+	steps := []struct {
 		name string
 		run  func(t *testing.T)
-	}
-	var claimA ports.Claim
-	steps := []step{
-		{"first claim succeeds", func(t *testing.T) {
-			c, err := a.Claim(ctx, "main/evt-1")
-			if err != nil || c.Done != nil {
-				t.Fatalf("got %+v, %v; want a fresh claim", c, err)
-			}
-			claimA = c
-		}},
-		{"second claimant is refused while the lease lives", func(t *testing.T) {
-			if _, err := b.Claim(ctx, "main/evt-1"); !errors.Is(err, ports.ErrClaimHeld) {
-				t.Fatalf("got %v, want ErrClaimHeld", err)
+	}{
+		{"unknown event has no record", func(t *testing.T) {
+			r, err := a.Event(ctx, "main/evt-1")
+			if err != nil || r.Done != nil || r.Failures != 0 {
+				t.Fatalf("got %+v, %v; want the zero record", r, err)
 			}
 		}},
-		{"another event is independent", func(t *testing.T) {
-			if _, err := b.Claim(ctx, "main/evt-2"); err != nil {
-				t.Fatalf("got %v, want nil", err)
-			}
-		}},
-		{"complete records the result", func(t *testing.T) {
-			rec := ports.Record{Outcome: domain.OutcomeCreated, ContactID: "c1", At: clk.Now()}
-			if err := a.Complete(ctx, claimA, rec); err != nil {
+		{"failures are counted with the first failure time", func(t *testing.T) {
+			first := clk.Now()
+			if _, err := a.Failed(ctx, "main/evt-1", first); err != nil {
 				t.Fatal(err)
 			}
-		}},
-		{"a later claim sees the result", func(t *testing.T) {
-			c, err := b.Claim(ctx, "main/evt-1")
-			if err != nil || c.Done == nil {
-				t.Fatalf("got %+v, %v; want Done", c, err)
+			clk.Advance(time.Second)
+			r, err := b.Failed(ctx, "main/evt-1", clk.Now())
+			if err != nil || r.Failures != 2 || !r.FirstFailure.Equal(first) {
+				t.Fatalf("got %+v, %v; want 2 failures since %v", r, err, first)
 			}
-			if c.Done.Outcome != domain.OutcomeCreated || c.Done.ContactID != "c1" {
-				t.Errorf("got %+v, want created c1", *c.Done)
+		}},
+		{"done is seen by every replica", func(t *testing.T) {
+			if err := a.Done(ctx, "main/evt-1", ports.Record{Outcome: domain.OutcomeCreated, ContactID: "c1", At: clk.Now()}); err != nil {
+				t.Fatal(err)
+			}
+			r, err := b.Event(ctx, "main/evt-1")
+			if err != nil || r.Done == nil || r.Done.Outcome != domain.OutcomeCreated || r.Done.ContactID != "c1" {
+				t.Fatalf("got %+v, %v; want done created c1", r, err)
 			}
 		}},
 		{"the same event on another connection is independent", func(t *testing.T) {
-			c, err := b.Claim(ctx, "other/evt-1")
-			if err != nil || c.Done != nil {
-				t.Fatalf("got %+v, %v; want a fresh claim", c, err)
+			r, err := b.Event(ctx, "other/evt-1")
+			if err != nil || r.Done != nil {
+				t.Fatalf("got %+v, %v; want no record", r, err)
+			}
+		}},
+		{"clear forgets the event", func(t *testing.T) {
+			if err := a.Clear(ctx, "main/evt-1"); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Clear(ctx, "main/never-seen"); err != nil {
+				t.Fatalf("clearing an unknown event: %v", err)
+			}
+			if _, ok, err := b.Lookup(ctx, "main/evt-1"); ok || err != nil {
+				t.Fatalf("got ok=%v err=%v, want no record", ok, err)
 			}
 		}},
 	}
@@ -120,122 +123,128 @@ func TestClaimLifecycle(t *testing.T) {
 	}
 }
 
-func TestExpiredClaimIsTakenOverAndTheOldHolderCannotRecord(t *testing.T) {
+func TestPersonLock(t *testing.T) {
 	js := newJetStream(t)
 	clk := &clock{now: time.Unix(1_800_000_000, 0)}
 	a := newLedger(t, js, clk, "a")
 	b := newLedger(t, js, clk, "b")
 	ctx := context.Background()
 
-	old, err := a.Claim(ctx, "main/evt-9")
-	if err != nil {
-		t.Fatal(err)
+	p, err := a.Lock(ctx, "main", "ada@example.com")
+	if err != nil || p.ContactID != "" || p.Pending != nil {
+		t.Fatalf("first lock: got %+v, %v; want an empty locked record", p, err)
 	}
-	clk.Advance(2 * time.Minute) // a "crashed": its lease ran out
-	taken, err := b.Claim(ctx, "main/evt-9")
-	if err != nil {
-		t.Fatalf("takeover: got %v, want nil", err)
+	if _, err := b.Lock(ctx, "main", "ada@example.com"); !errors.Is(err, ports.ErrClaimHeld) {
+		t.Fatalf("second lock: got %v, want ErrClaimHeld", err)
 	}
-	if err := a.Complete(ctx, old, ports.Record{Outcome: domain.OutcomeCreated, At: clk.Now()}); !errors.Is(err, ports.ErrClaimLost) {
-		t.Errorf("old holder complete: got %v, want ErrClaimLost", err)
+	if _, err := b.Lock(ctx, "eu", "ada@example.com"); err != nil {
+		t.Fatalf("same email, other connection: got %v, want a lock", err)
 	}
-	if err := b.Complete(ctx, taken, ports.Record{Outcome: domain.OutcomeUpdated, ContactID: "c9", At: clk.Now()}); err != nil {
-		t.Errorf("new holder complete: got %v, want nil", err)
+	p.Pending = &ports.PendingCreate{EventID: "evt-1", At: clk.Now()}
+	if err := a.Save(ctx, &p); err != nil {
+		t.Fatalf("save: %v", err)
 	}
-	rec, ok, err := a.Lookup(ctx, "main/evt-9")
-	if err != nil || !ok || rec.Outcome != domain.OutcomeUpdated {
-		t.Errorf("lookup: got %+v %v %v, want updated", rec, ok, err)
+	if _, err := b.Lock(ctx, "main", "ada@example.com"); !errors.Is(err, ports.ErrClaimHeld) {
+		t.Fatalf("lock after save: got %v, want ErrClaimHeld (save keeps the lock)", err)
+	}
+	p.Pending, p.ContactID = nil, "c1"
+	if err := a.Unlock(ctx, p); err != nil {
+		t.Fatalf("unlock: %v", err)
+	}
+	q, err := b.Lock(ctx, "main", "ada@example.com")
+	if err != nil || q.ContactID != "c1" || q.Pending != nil {
+		t.Fatalf("lock after unlock: got %+v, %v; want contact c1 and no pending create", q, err)
+	}
+	if got, err := a.PersonContact(ctx, "main", "ada@example.com"); err != nil || got != "c1" {
+		t.Errorf("PersonContact: got %q, %v; want c1", got, err)
 	}
 }
 
-func TestReleaseLetsTheNextAttemptClaimAtOnce(t *testing.T) {
+func TestExpiredPersonLockIsTakenOverAndTheOldHolderCannotWrite(t *testing.T) {
 	js := newJetStream(t)
 	clk := &clock{now: time.Unix(1_800_000_000, 0)}
 	a := newLedger(t, js, clk, "a")
+	b := newLedger(t, js, clk, "b")
 	ctx := context.Background()
-	for i := range 3 { // claim → release, repeatedly: creates over delete markers
-		c, err := a.Claim(ctx, "main/evt-r")
-		if err != nil {
-			t.Fatalf("round %d: claim: %v", i, err)
-		}
-		if err := a.Release(ctx, c); err != nil {
-			t.Fatalf("round %d: release: %v", i, err)
-		}
+
+	old, err := a.Lock(ctx, "main", "grace@example.com")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, ok, _ := a.Lookup(ctx, "main/evt-r"); ok {
-		t.Error("released event looks applied")
+	old.Pending = &ports.PendingCreate{EventID: "evt-9", At: clk.Now()}
+	if err := a.Save(ctx, &old); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(2 * time.Minute) // a "crashed": its lease ran out
+	taken, err := b.Lock(ctx, "main", "grace@example.com")
+	if err != nil {
+		t.Fatalf("takeover: got %v, want a lock", err)
+	}
+	if taken.Pending == nil || taken.Pending.EventID != "evt-9" {
+		t.Errorf("takeover: got pending %+v, want the crashed holder's pending create evt-9", taken.Pending)
+	}
+	if err := a.Save(ctx, &old); !errors.Is(err, ports.ErrClaimLost) {
+		t.Errorf("old holder save: got %v, want ErrClaimLost", err)
+	}
+	if err := a.Unlock(ctx, old); !errors.Is(err, ports.ErrClaimLost) {
+		t.Errorf("old holder unlock: got %v, want ErrClaimLost", err)
+	}
+	if err := b.Unlock(ctx, taken); err != nil {
+		t.Errorf("new holder unlock: %v", err)
 	}
 }
 
-func TestConcurrentClaimsHaveExactlyOneWinner(t *testing.T) {
+func TestConcurrentLocksHaveExactlyOneWinner(t *testing.T) {
 	js := newJetStream(t)
 	clk := &clock{now: time.Unix(1_800_000_000, 0)}
 	ctx := context.Background()
-	const n = 16
-	var winners, held atomic.Int32
-	var wg sync.WaitGroup
-	for i := range n {
-		l := newLedger(t, js, clk, "r"+string(rune('a'+i)))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := l.Claim(ctx, "main/contended")
-			switch {
-			case err == nil:
-				winners.Add(1)
-			case errors.Is(err, ports.ErrClaimHeld):
-				held.Add(1)
-			default:
-				t.Errorf("claim: %v", err)
-			}
-		}()
-	}
-	wg.Wait()
-	if winners.Load() != 1 || held.Load() != n-1 {
-		t.Errorf("got %d winners and %d refused, want 1 and %d", winners.Load(), held.Load(), n-1)
-	}
-}
-
-func TestPeopleRememberAndForget(t *testing.T) {
-	js := newJetStream(t)
-	clk := &clock{now: time.Unix(1_800_000_000, 0)}
-	l := newLedger(t, js, clk, "a")
-	ctx := context.Background()
-	ada := domain.Identity{Email: "ada@example.com"}
-	adaUser := domain.Identity{Email: "ada@example.com", ExternalID: "usr_1"}
-
-	if _, ok, err := l.Contact(ctx, "main", ada); ok || err != nil {
-		t.Fatalf("unknown person: got ok=%v err=%v", ok, err)
-	}
-	if err := l.Remember(ctx, "main", ada, "c-lead"); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Remember(ctx, "main", adaUser, "c-user"); err != nil {
-		t.Fatal(err)
-	}
 	tests := []struct {
-		name string
-		conn string
-		who  domain.Identity
-		want string
+		name    string
+		prepare func(t *testing.T, l *ledger.Ledger)
 	}{
-		{"by email", "main", ada, "c-lead"},
-		{"by external id", "main", adaUser, "c-user"},
-		{"other connection", "eu", ada, ""},
+		{"new person (create race)", func(*testing.T, *ledger.Ledger) {}},
+		{"known person (compare-and-set race)", func(t *testing.T, l *ledger.Ledger) {
+			p, err := l.Lock(ctx, "main", "known@example.com")
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.ContactID = "c-known"
+			if err := l.Unlock(ctx, p); err != nil {
+				t.Fatal(err)
+			}
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, _, err := l.Contact(ctx, tt.conn, tt.who)
-			if err != nil || got != tt.want {
-				t.Errorf("got %q, %v; want %q", got, err, tt.want)
+			email := "new@example.com"
+			if tt.name != tests[0].name {
+				email = "known@example.com"
+			}
+			tt.prepare(t, newLedger(t, js, clk, "prep"))
+			const n = 16
+			var winners, held atomic.Int32
+			var wg sync.WaitGroup
+			for i := range n {
+				l := newLedger(t, js, clk, "r"+string(rune('a'+i)))
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					_, err := l.Lock(ctx, "main", email)
+					switch {
+					case err == nil:
+						winners.Add(1)
+					case errors.Is(err, ports.ErrClaimHeld):
+						held.Add(1)
+					default:
+						t.Errorf("lock: %v", err)
+					}
+				}()
+			}
+			wg.Wait()
+			if winners.Load() != 1 || held.Load() != n-1 {
+				t.Errorf("got %d winners and %d refused, want 1 and %d", winners.Load(), held.Load(), n-1)
 			}
 		})
-	}
-	if err := l.Remember(ctx, "main", ada, ""); err != nil {
-		t.Fatal(err)
-	}
-	if got, ok, _ := l.Contact(ctx, "main", ada); ok {
-		t.Errorf("forgotten person: got %q, want none", got)
 	}
 }
 
@@ -243,11 +252,7 @@ func TestNewIsIdempotent(t *testing.T) {
 	js := newJetStream(t)
 	clk := &clock{now: time.Unix(1_800_000_000, 0)}
 	a := newLedger(t, js, clk, "a")
-	c, err := a.Claim(context.Background(), "main/evt-keep")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Complete(context.Background(), c, ports.Record{Outcome: domain.OutcomeSkipped, At: clk.Now()}); err != nil {
+	if err := a.Done(context.Background(), "main/evt-keep", ports.Record{Outcome: domain.OutcomeSkipped, At: clk.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	b := newLedger(t, js, clk, "b") // provisioning again keeps the data

@@ -241,7 +241,7 @@ func TestConflictGoesThroughThePolicy(t *testing.T) {
 		t.Fatalf("got %s, want created", first.Outcome)
 	}
 	// Forget what the ledger knows of Ada, so only Intercom can tell.
-	if err := h.in.ledger.Remember(context.Background(), "main", domain.Identity{Email: "ada@example.com"}, ""); err != nil {
+	if err := h.in.ledger.Forget(context.Background(), "main", "ada@example.com"); err != nil {
 		t.Fatal(err)
 	}
 	h.publish(event("c2", "users_update", "usr_1", "Ada Lovelace", "ada@example.com"), "")

@@ -153,6 +153,7 @@ func start(ctx context.Context, f *config.File, opt options) (in *instance, err 
 		Metrics:     in.metrics,
 		Logger:      log.With("component", "app"),
 		MaxAttempts: maxAttempts,
+		SearchLags:  searchLags(f),
 	}); err != nil {
 		return in, err
 	}
@@ -183,6 +184,14 @@ func start(ctx context.Context, f *config.File, opt options) (in *instance, err 
 	return in, nil
 }
 
+func searchLags(f *config.File) map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for name, c := range f.Connections {
+		out[name] = time.Duration(c.SearchLag)
+	}
+	return out
+}
+
 // connections builds one CRM client per configured connection.
 func (in *instance) connections(f *config.File) (map[string]ports.CRM, map[string]*intercom.Client, error) {
 	crms := map[string]ports.CRM{}
@@ -195,13 +204,15 @@ func (in *instance) connections(f *config.File) (map[string]ports.CRM, map[strin
 			continue
 		}
 		cl, err := intercom.New(intercom.Config{
-			Connection: name,
-			Region:     c.Region,
-			BaseURL:    c.BaseURL,
-			Token:      token,
-			APIVersion: c.APIVersion,
-			Observe:    in.metrics.CRMRequest(name),
-			RateLimit:  in.metrics.CRMRateLimit(name),
+			Connection:      name,
+			Region:          c.Region,
+			BaseURL:         c.BaseURL,
+			Token:           token,
+			APIVersion:      c.APIVersion,
+			Timeout:         time.Duration(c.Timeout),
+			MarkerAttribute: c.Marker(),
+			Observe:         in.metrics.CRMRequest(name),
+			RateLimit:       in.metrics.CRMRateLimit(name),
 		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("connections.%s: %w", name, err))
@@ -225,6 +236,7 @@ func (in *instance) verify(ctx context.Context, f *config.File, clients map[stri
 			attrs, err = cl.Attributes(vctx)
 			if err == nil {
 				in.warnMissingAttributes(f, name, attrs)
+				err = in.ensureMarker(vctx, name, f.Connections[name], cl, attrs)
 			}
 		}
 		cancel()
@@ -238,6 +250,26 @@ func (in *instance) verify(ctx context.Context, f *config.File, clients map[stri
 		return err
 	}
 	in.verified.Store(true)
+	return nil
+}
+
+// ensureMarker creates the marker attribute when the workspace lacks it.
+// Without it, creates would be refused (the CRM rejects unknown attributes)
+// and lost creates could not be found again.
+func (in *instance) ensureMarker(ctx context.Context, name string, c config.Connection, cl *intercom.Client, attrs []intercom.Attribute) error {
+	for _, a := range attrs {
+		if a.Name == c.Marker() {
+			return nil
+		}
+	}
+	err := cl.CreateAttribute(ctx, c.Marker(), "string", "Set by referrer-sync: the id of the referrer.joined event that created this contact.")
+	if ports.KindOf(err) == ports.Unauthorized {
+		return fmt.Errorf("the access token may not create data attributes; create the text attribute %q on contacts in Intercom (Settings → Data → People) or grant the token that permission: %w", c.Marker(), err)
+	}
+	if err != nil {
+		return fmt.Errorf("create marker attribute %q: %w", c.Marker(), err)
+	}
+	in.log.Info("created the marker attribute in the CRM workspace", "connection", name, "attribute", c.Marker())
 	return nil
 }
 
