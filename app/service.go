@@ -171,6 +171,7 @@ type Verdict struct {
 
 	failures     int // failed attempts recorded in the ledger, with this one
 	firstFailure time.Time
+	wait         bool // a retry that is a wait (search lag), not a failure
 }
 
 // deliveriesPerAttempt bounds deliveries per allowed failed attempt: waits
@@ -301,6 +302,8 @@ func (s *Service) apply(ctx context.Context, camp domain.Campaign, ev domain.Ref
 
 	v := s.execute(ctx, camp, ev, contact, &person)
 	switch {
+	case v.Retry && v.wait:
+		// Waiting out the CRM's search lag is not a failed attempt.
 	case v.Retry:
 		rec, err := s.ledger.Failed(wctx, key, s.now())
 		if err != nil {
@@ -375,6 +378,9 @@ func (s *Service) execute(ctx context.Context, camp domain.Campaign, ev domain.R
 // record: if its outcome is lost (timeout, reset, crash), whoever handles
 // this person next resolves it before creating anything.
 func (s *Service) create(ctx context.Context, crm ports.CRM, camp domain.Campaign, ev domain.ReferrerJoined, contact domain.Contact, person *ports.Person) Verdict {
+	// A repeat of a create this event already sent (its outcome lost):
+	// the CRM's 409 then names the contact this event created.
+	repeat := person.Pending != nil && person.Pending.EventID == ev.ID
 	person.Pending = &ports.PendingCreate{EventID: ev.ID, At: s.now()}
 	if err := s.people.Save(ctx, person); err != nil {
 		person.Pending = nil
@@ -390,7 +396,7 @@ func (s *Service) create(ctx context.Context, crm ports.CRM, camp domain.Campaig
 		return s.crmFailure(err)
 	}
 	person.Pending, person.ContactID = nil, res.ID
-	if !res.Existing {
+	if !res.Existing || repeat {
 		return Verdict{Outcome: domain.OutcomeCreated, ContactID: res.ID}
 	}
 	// The CRM already had this person (a search miss, e.g. its indexing
@@ -437,11 +443,12 @@ func (s *Service) reconcile(ctx context.Context, camp domain.Campaign, ev domain
 		return Verdict{}, m, true, false
 	}
 	if contact.Role == domain.RoleUser {
-		person.Pending = nil
+		// Create again; create() replaces the pending record and reads a
+		// 409 for a create this event already sent as "created".
 		return Verdict{}, domain.Match{}, false, false
 	}
 	if wait := p.At.Add(s.searchLag(camp.Connection)).Sub(s.now()); wait > 0 {
-		return Verdict{Retry: true, Reason: "awaiting_search", Delay: wait + s.jitter(250*time.Millisecond),
+		return Verdict{Retry: true, wait: true, Reason: "awaiting_search", Delay: wait + s.jitter(250*time.Millisecond),
 			Err: fmt.Errorf("a create sent %s ago may not be searchable yet", s.now().Sub(p.At).Round(time.Millisecond))}, domain.Match{}, false, true
 	}
 	// The search lag has passed and the contact is not there: the create
