@@ -101,7 +101,9 @@ type payload struct {
 // DecodeEvent turns a message into a ReferrerJoined. It accepts CloudEvents
 // 1.0 in structured JSON mode (the body is the envelope) and in binary mode
 // (attributes in "ce-" headers, the body is the data). Header names must be
-// lower-case. Any error is an *InvalidEventError naming the reason.
+// lower-case. Any error is an *InvalidEventError naming the reason; the
+// event returned with it carries only the id and campaign id, when they
+// could be read.
 func DecodeEvent(body []byte, headers map[string]string) (ReferrerJoined, error) {
 	if len(body) > MaxEventSize {
 		return ReferrerJoined{}, invalid(ReasonTooLarge, "%d bytes exceeds the %d byte limit", len(body), MaxEventSize)
@@ -120,7 +122,13 @@ func DecodeEvent(body []byte, headers map[string]string) (ReferrerJoined, error)
 	} else if err := json.Unmarshal(body, &env); err != nil {
 		return ReferrerJoined{}, invalid(ReasonMalformed, "body is not a CloudEvents JSON envelope: %v", err)
 	}
-	return fromEnvelope(env)
+	ev, err := fromEnvelope(env)
+	if err != nil {
+		// Keep what identifies the event, for dead-letter headers and
+		// logs; nothing else of a rejected event is trusted.
+		return ReferrerJoined{ID: ev.ID, CampaignID: ev.CampaignID}, err
+	}
+	return ev, nil
 }
 
 func fromEnvelope(env envelope) (ReferrerJoined, error) {
@@ -141,17 +149,17 @@ func fromEnvelope(env envelope) (ReferrerJoined, error) {
 	if env.Time != "" {
 		t, err := time.Parse(time.RFC3339Nano, env.Time)
 		if err != nil {
-			return ReferrerJoined{}, invalid(ReasonMalformed, "time %q is not RFC 3339", env.Time)
+			return ev, invalid(ReasonMalformed, "time %q is not RFC 3339", env.Time)
 		}
 		ev.Time = t.UTC()
 	}
 	data := bytes.TrimSpace(env.Data)
 	if len(data) == 0 || data[0] != '{' {
-		return ReferrerJoined{}, invalid(ReasonMalformed, "data is not a JSON object")
+		return ev, invalid(ReasonMalformed, "data is not a JSON object")
 	}
 	var p payload
 	if err := json.Unmarshal(data, &p); err != nil {
-		return ReferrerJoined{}, invalid(ReasonMalformed, "data: %v", err)
+		return ev, invalid(ReasonMalformed, "data: %v", err)
 	}
 	ev.CampaignID = strings.TrimSpace(p.CampaignID)
 	ev.CampaignName = p.CampaignName
@@ -160,7 +168,7 @@ func fromEnvelope(env envelope) (ReferrerJoined, error) {
 	if r.SignedUpAt != "" {
 		t, err := time.Parse(time.RFC3339Nano, r.SignedUpAt)
 		if err != nil {
-			return ReferrerJoined{}, invalid(ReasonMalformed, "referrer.signed_up_at %q is not RFC 3339", r.SignedUpAt)
+			return ev, invalid(ReasonMalformed, "referrer.signed_up_at %q is not RFC 3339", r.SignedUpAt)
 		}
 		ev.Referrer.SignedUpAt = t.UTC()
 	}
@@ -169,17 +177,17 @@ func fromEnvelope(env envelope) (ReferrerJoined, error) {
 		for k, raw := range r.Meta {
 			v, err := scalarString(raw)
 			if err != nil {
-				return ReferrerJoined{}, invalid(ReasonMalformed, "referrer.meta.%s: %v", k, err)
+				return ev, invalid(ReasonMalformed, "referrer.meta.%s: %v", k, err)
 			}
 			ev.Referrer.Meta[k] = v
 		}
 	}
 	if ev.CampaignID == "" {
-		return ReferrerJoined{}, invalid(ReasonMissingCampaign, "data.campaign_id is empty")
+		return ev, invalid(ReasonMissingCampaign, "data.campaign_id is empty")
 	}
 	email, err := NormalizeEmail(r.Email)
 	if err != nil {
-		return ReferrerJoined{}, err
+		return ev, err
 	}
 	ev.Referrer.Email = email
 	return ev, nil

@@ -277,8 +277,31 @@ func TestDecodeEventInvalid(t *testing.T) {
 			if r := reasonOf(t, err); r != tt.want {
 				t.Errorf("reason: got %s, want %s (error: %v)", r, tt.want, err)
 			}
-			if !reflect.DeepEqual(got, domain.ReferrerJoined{}) {
-				t.Errorf("event on error: got %+v, want the zero value", got)
+			if !reflect.DeepEqual(got, domain.ReferrerJoined{ID: got.ID, CampaignID: got.CampaignID}) {
+				t.Errorf("event on error: got %+v, want at most the id and campaign id", got)
+			}
+		})
+	}
+}
+
+// TestDecodeEventKeepsIdentityOnError pins that a rejected event still names
+// itself, so its dead letter can be found by event id and campaign.
+func TestDecodeEventKeepsIdentityOnError(t *testing.T) {
+	tests := []struct {
+		name, body, wantID, wantCampaign string
+	}{
+		{"invalid email", structured(`"email":"Ada@Example.com"`, `"email":"nope"`), "9b1c1a5e-2f7d-4c1e-9a57-0f1f6b1d2e11", "camp_123"},
+		{"malformed data", structured(`"campaign_id":"camp_123"`, `"campaign_id":7`), "9b1c1a5e-2f7d-4c1e-9a57-0f1f6b1d2e11", ""},
+		{"not json", `{`, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := domain.DecodeEvent([]byte(tt.body), nil)
+			if err == nil {
+				t.Fatal("got no error")
+			}
+			if got.ID != tt.wantID || got.CampaignID != tt.wantCampaign {
+				t.Errorf("got id %q campaign %q, want %q %q", got.ID, got.CampaignID, tt.wantID, tt.wantCampaign)
 			}
 		})
 	}
