@@ -316,4 +316,3 @@ func outcomes(vs []app.Verdict) []domain.Outcome {
 	}
 	return out
 }
-
