@@ -239,8 +239,15 @@ func (s *Service) handle(ctx context.Context, m Message) (ev domain.ReferrerJoin
 		if ports.KindOf(v.Err) == ports.Unauthorized {
 			reason = ReasonUnauthorized
 		}
-		return ev, s.deadLetter(ctx, m, ev, label, camp.Action, reason,
+		dv := s.deadLetter(ctx, m, ev, label, camp.Action, reason,
 			fmt.Errorf("gave up after %d failed attempts (%d deliveries): %w", v.failures, m.Attempt, v.Err), v.firstFailure)
+		if !dv.Retry {
+			// A replay after an operator's fix starts with no failures.
+			if err := s.ledger.Clear(context.WithoutCancel(ctx), camp.Connection+"/"+ev.ID); err != nil {
+				s.log.WarnContext(ctx, "clearing the event's failures failed", "event_id", ev.ID, "error", err)
+			}
+		}
+		return ev, dv
 	}
 	s.metrics.Retry(label, v.Reason)
 	s.log.InfoContext(ctx, "event will be retried", "event_id", ev.ID, "campaign", ev.CampaignID,

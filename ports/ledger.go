@@ -30,8 +30,9 @@ type Ledger interface {
 	// Failed records a failed attempt and returns the updated record, so
 	// attempts are counted per event across deliveries and replicas.
 	Failed(ctx context.Context, key string, at time.Time) (EventRecord, error)
-	// Clear forgets the event (after it was dead-lettered, so that a
-	// replay starts afresh).
+	// Clear forgets the event's failed attempts (after it was
+	// dead-lettered, so that a replay starts afresh). It never forgets an
+	// applied event.
 	Clear(ctx context.Context, key string) error
 }
 

@@ -196,9 +196,23 @@ func (l *Ledger) Failed(ctx context.Context, key string, at time.Time) (ports.Ev
 	return v.record(), nil
 }
 
-// Clear implements ports.Ledger.
+// Clear implements ports.Ledger. It deletes the record only at the
+// revision it read and only if the event is not applied, so a concurrent
+// completion is never lost.
 func (l *Ledger) Clear(ctx context.Context, key string) error {
-	if err := l.kv.Delete(ctx, eventKey(key)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+	e, err := l.kv.Get(ctx, eventKey(key))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("ledger: clear event: %w", err)
+	}
+	var v eventValue
+	if json.Unmarshal(e.Value(), &v) == nil && v.Outcome != "" {
+		return nil
+	}
+	err = l.kv.Delete(ctx, eventKey(key), jetstream.LastRevision(e.Revision()))
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) && !isWrongSequence(err) && !errors.Is(err, jetstream.ErrKeyExists) {
 		return fmt.Errorf("ledger: clear event: %w", err)
 	}
 	return nil

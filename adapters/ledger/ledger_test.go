@@ -106,15 +106,26 @@ func TestEventRecords(t *testing.T) {
 				t.Fatalf("got %+v, %v; want no record", r, err)
 			}
 		}},
-		{"clear forgets the event", func(t *testing.T) {
+		{"clear never forgets an applied event", func(t *testing.T) {
 			if err := a.Clear(ctx, "main/evt-1"); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok, err := b.Lookup(ctx, "main/evt-1"); !ok || err != nil {
+				t.Fatalf("got ok=%v err=%v, want the applied record kept", ok, err)
+			}
+		}},
+		{"clear forgets failures", func(t *testing.T) {
+			if _, err := a.Failed(ctx, "main/evt-3", clk.Now()); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Clear(ctx, "main/evt-3"); err != nil {
 				t.Fatal(err)
 			}
 			if err := a.Clear(ctx, "main/never-seen"); err != nil {
 				t.Fatalf("clearing an unknown event: %v", err)
 			}
-			if _, ok, err := b.Lookup(ctx, "main/evt-1"); ok || err != nil {
-				t.Fatalf("got ok=%v err=%v, want no record", ok, err)
+			if r, err := b.Event(ctx, "main/evt-3"); r.Failures != 0 || err != nil {
+				t.Fatalf("got %+v, %v; want no failures", r, err)
 			}
 		}},
 	}
