@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -42,7 +43,7 @@ func blockingCreates(crm *fakeCRM, entered chan<- string, gates map[string]chan 
 		case <-ctx.Done():
 			return ports.Created{}, ctx.Err()
 		}
-		return crm.insert(c), nil
+		return crm.create(c)
 	}
 }
 
@@ -83,7 +84,7 @@ func TestHandleSerialisesPerEmail(t *testing.T) {
 			t.Fatalf("first to enter Create: got %s, want e1", got)
 		}
 
-		// e2, for Ada spelt differently, reaches the person's lock.
+		// e2, for Ada spelt differently, reaches the in-process lock.
 		ctx2 := watchDone(tagged(context.Background(), "e2"))
 		v2 := handleAsync(h, ctx2, ev{ID: "e2", Campaign: "camp_update", Email: " ADA@example.COM"}.msg())
 		recv(t, ctx2.asked, "e2 to wait for the person's lock")
@@ -103,18 +104,24 @@ func TestHandleSerialisesPerEmail(t *testing.T) {
 		checkVerdict(t, recv(t, v3, "e3's verdict"), app.Verdict{Outcome: domain.OutcomeCreated, ContactID: "c1"})
 		checkVerdict(t, recv(t, v4, "e4's verdict"), app.Verdict{Outcome: domain.OutcomeCreated, ContactID: "c1"})
 
-		// While e1 is still inside Create, e2 has not touched the CRM.
+		// While e1 is still inside Create, e2 has touched neither the CRM
+		// nor the ledger nor the person: it waits in the process rather
+		// than bouncing through the broker as person_busy.
 		equalList(t, "e2's CRM calls while e1 is in flight", h.crm.Calls("e2"), nil)
+		equalList(t, "e2's ledger calls while e1 is in flight", h.ledger.Calls("intercom/e2"), nil)
 
 		close(gates["e1"])
 		checkVerdict(t, recv(t, v1, "e1's verdict"), app.Verdict{Outcome: domain.OutcomeCreated, ContactID: "c2"})
-		// e2 then finds Ada's contact (remembered by e1) and updates it:
-		// one contact, never two creates.
+		// e2 then finds Ada's contact in the person record left by e1 and
+		// updates it: one contact, never two creates.
 		checkVerdict(t, recv(t, v2, "e2's verdict"), app.Verdict{Outcome: domain.OutcomeUpdated, ContactID: "c2"})
 		equalList(t, "e1's CRM calls", h.crm.Calls("e1"), []string{"find email:ada@example.com", "create lead ada@example.com"})
 		equalList(t, "e2's CRM calls", h.crm.Calls("e2"), []string{"update c2"})
 		if e2EarlyUpdate.Load() {
 			t.Error("e2 entered the CRM before e1's create returned")
+		}
+		if got := h.metrics.Retries(); len(got) != 0 {
+			t.Errorf("retries: got %q, want none (the same process never answers person_busy to itself)", got)
 		}
 	})
 
@@ -135,49 +142,247 @@ func TestHandleSerialisesPerEmail(t *testing.T) {
 		cancel()
 		checkVerdict(t, recv(t, v2, "e2's verdict"), app.Verdict{Retry: true, Reason: "cancelled"})
 		equalList(t, "e2's CRM calls", h.crm.Calls("e2"), nil)
-		if got := h.ledger.Calls(); len(got) != 1 {
-			t.Errorf("ledger calls while e1 holds Ada: got %q, want only e1's claim", got)
-		}
+		equalList(t, "ledger calls while e1 holds Ada", h.ledger.Calls(""), []string{"event intercom/e1", "event intercom/e1"})
+		equalList(t, "people calls while e1 holds Ada", h.people.Calls(), []string{"lock " + adaKey, "save " + adaKey + " pending=e1"})
 
 		close(gates["e1"])
 		checkVerdict(t, recv(t, v1, "e1's verdict"), app.Verdict{Outcome: domain.OutcomeCreated, ContactID: "c1"})
 		equalList(t, "outcomes", h.metrics.Outcomes(), []string{"camp_lead|create_lead|created|"})
 		equalList(t, "retries", h.metrics.Retries(), []string{"camp_lead|cancelled"})
+		if got := h.ledger.State(); got != "intercom/e1: done created c1" {
+			t.Errorf("ledger: got %q, want only e1 done (a cancelled wait is no failure)", got)
+		}
 	})
 }
 
-// TestHandleConcurrentRedeliveries delivers one event many times at once:
-// exactly one create, every other delivery absorbed as a duplicate.
-func TestHandleConcurrentRedeliveries(t *testing.T) {
-	const n = 8
-	h := newHarness(t)
+// redelivered is one event of a concurrency test, delivered until it
+// settles.
+type redelivered struct {
+	name    string
+	msg     func(attempt int) app.Message
+	verdict app.Verdict // the settling one
+	retries []string    // the reasons of the retries before it
+}
+
+// settleAll delivers every event from its own goroutine, each delivery
+// through replica (event index + attempt) mod len(replicas), as a broker
+// spreads redeliveries, and reports every verdict to observe. A
+// person_busy answer waits until the person is unlocked (standing in for
+// the verdict's Delay) before redelivering; retryable lists the other
+// retry reasons tolerated. settleAll returns when every event has settled,
+// failing the test for an event not settled within maxDeliveries.
+func settleAll(t *testing.T, h *harness, replicas []*app.Service, events []*redelivered, retryable []string, observe func(string, app.Verdict)) {
+	t.Helper()
+	const maxDeliveries = 200
 	var wg sync.WaitGroup
-	verdicts := make([]app.Verdict, n)
-	for i := range n {
+	for i, e := range events {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			verdicts[i] = h.svc.Handle(context.Background(), ev{}.msg())
+			for attempt := 1; attempt <= maxDeliveries; attempt++ {
+				svc := replicas[(i+attempt)%len(replicas)]
+				v := svc.Handle(tagged(context.Background(), e.name), e.msg(attempt))
+				observe(e.name, v)
+				if !v.Retry {
+					e.verdict = v
+					return
+				}
+				e.retries = append(e.retries, v.Reason)
+				switch {
+				case v.Reason == "person_busy":
+					h.people.waitUnlocked(adaKey)
+				case slices.Contains(retryable, v.Reason):
+				default:
+					t.Errorf("%s delivery %d: got retry %q (%v), want only person_busy or %q", e.name, attempt, v.Reason, v.Err, retryable)
+					return
+				}
+			}
+			t.Errorf("%s: not settled after %d deliveries", e.name, maxDeliveries)
 		}()
 	}
-	wg.Wait()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	recv(t, done, "every event to settle")
+}
 
-	var outcomes []string
-	for _, v := range verdicts {
-		if v.Retry {
-			t.Errorf("verdict: got retry %q (%v), want created or duplicate", v.Reason, v.Err)
-		}
-		if v.ContactID != "c1" {
-			t.Errorf("contact id: got %q, want c1", v.ContactID)
-		}
-		outcomes = append(outcomes, string(v.Outcome))
+// replicas returns n Services on the harness's fakes. Their MaxAttempts
+// makes the delivery backstop (20 per attempt) unreachable by busy waits.
+func replicas(t *testing.T, h *harness, n int) []*app.Service {
+	t.Helper()
+	cfg := h.config()
+	cfg.MaxAttempts = 10
+	svcs := make([]*app.Service, n)
+	for r := range svcs {
+		svcs[r] = h.replica(t, cfg)
 	}
-	slices.Sort(outcomes)
-	want := append([]string{"created"}, slices.Repeat([]string{"duplicate"}, n-1)...)
-	equalList(t, "verdict outcomes", outcomes, want)
-	equalList(t, "CRM calls", h.crm.Calls(""), []string{"find email:ada@example.com", "create lead ada@example.com"})
-	if got := len(h.metrics.Outcomes()); got != n {
-		t.Errorf("outcomes counted: got %d, want %d", got, n)
+	return svcs
+}
+
+// holdFirstCreate makes the first Create wait, holding the person, until
+// another event's delivery has come back with any verdict (observe sees
+// every verdict): the events then truly overlap. With a lock that
+// excludes, that verdict is person_busy (or, within one process, there is
+// none until the creator finishes, so release must be called); with one
+// that does not, it is whatever the other event did, and the test sees it.
+func holdFirstCreate(h *harness) (creates *atomic.Int32, observe func(string, app.Verdict), release func()) {
+	creates = new(atomic.Int32)
+	released := make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(released) }) }
+	var creator atomic.Value // the tag of the first create's event
+	h.crm.createHook = func(ctx context.Context, c domain.Contact) (ports.Created, error) {
+		if creates.Add(1) == 1 {
+			creator.Store(tagOf(ctx))
+			<-released
+		}
+		return h.crm.create(c)
+	}
+	observe = func(name string, _ app.Verdict) {
+		if c, _ := creator.Load().(string); c != "" && c != name {
+			release()
+		}
+	}
+	return creates, observe, release
+}
+
+// TestReplicasCreateOnce delivers different events for one person
+// concurrently through several replicas (Services sharing the ledger, the
+// people and the CRM): exactly one contact is created, every other event
+// applies its duplicate policy to it, and the person_busy retries go on
+// until all have settled.
+func TestReplicasCreateOnce(t *testing.T) {
+	const events, nReplicas = 8, 4
+	tests := []struct {
+		name string
+		lost bool // the one create is applied but its response is lost
+	}{
+		{name: "every response arrives"},
+		{name: "the create's response is lost", lost: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			svcs := replicas(t, h, nReplicas)
+			creates, observe, _ := holdFirstCreate(h)
+			var retryable []string
+			if tt.lost {
+				h.crm.failCreates(createLostAfter)
+				retryable = []string{"transient"} // the creator's lost response
+			}
+			policy := map[string]domain.Outcome{} // the outcome of an event that finds the contact
+			var evs []*redelivered
+			for i := range events {
+				e := ev{ID: fmt.Sprintf("evt-%d", i), Campaign: "camp_lead"}
+				policy[e.ID] = domain.OutcomeSkipped
+				if i%2 == 1 {
+					e.Campaign = "camp_update"
+					policy[e.ID] = domain.OutcomeUpdated
+				}
+				evs = append(evs, &redelivered{name: e.ID, msg: e.at})
+			}
+
+			settleAll(t, h, svcs, evs, retryable, observe)
+
+			if n := creates.Load(); n != 1 {
+				t.Errorf("creates: got %d, want exactly 1", n)
+			}
+			if got := h.crm.Contacts(); len(got) != 1 {
+				t.Errorf("contacts: got %q, want exactly one", got)
+			}
+			creator := ""
+			for _, c := range h.crm.RawCalls() {
+				if c.Op == "create" {
+					creator = c.Event
+					break
+				}
+			}
+			var wantLedger []string
+			for _, e := range evs {
+				want := policy[e.name]
+				if e.name == creator {
+					want = domain.OutcomeCreated
+				}
+				wantLedger = append(wantLedger, fmt.Sprintf("intercom/%s: done %s c1", e.name, want))
+				if e.name == creator && tt.lost && e.verdict.Outcome == domain.OutcomeDuplicate {
+					// Another event settled the lost create for it first.
+					want = domain.OutcomeDuplicate
+				}
+				if e.verdict.Outcome != want || e.verdict.ContactID != "c1" {
+					t.Errorf("%s: got %s %q, want %s c1", e.name, e.verdict.Outcome, e.verdict.ContactID, want)
+				}
+				// Only the creator's lost response is a failure; everyone
+				// else only waited for the person.
+				failed := slices.DeleteFunc(slices.Clone(e.retries), func(r string) bool { return r == "person_busy" })
+				var wantFailed []string
+				if tt.lost && e.name == creator {
+					wantFailed = []string{"transient"}
+				}
+				equalList(t, e.name+" failed deliveries", failed, wantFailed)
+			}
+			slices.Sort(wantLedger)
+			if got, want := h.ledger.State(), strings.Join(wantLedger, "; "); got != want {
+				t.Errorf("ledger:\n got %q\nwant %q", got, want)
+			}
+			if got := h.people.State(); got != adaCreated {
+				t.Errorf("people: got %q, want %q", got, adaCreated)
+			}
+			if got := len(h.metrics.Outcomes()); got != events {
+				t.Errorf("outcomes counted: got %d, want %d", got, events)
+			}
+			for _, c := range h.crm.RawCalls() {
+				if c.Op == "update" && c.ID != "c1" {
+					t.Errorf("update of %q: want only c1", c.ID)
+				}
+			}
+		})
+	}
+}
+
+// TestHandleConcurrentRedeliveries delivers one event many times at once:
+// exactly one create, every other delivery absorbed as a duplicate, whether
+// the deliveries reach one process or several replicas.
+func TestHandleConcurrentRedeliveries(t *testing.T) {
+	const n = 8
+	for _, nReplicas := range []int{1, 4} {
+		t.Run(fmt.Sprintf("%d replicas", nReplicas), func(t *testing.T) {
+			h := newHarness(t)
+			svcs := replicas(t, h, nReplicas)
+			creates, observe, release := holdFirstCreate(h)
+			if nReplicas == 1 {
+				// One process never turns itself away: its deliveries wait
+				// in the process for the creator, so none can come back
+				// while it is held.
+				release()
+			}
+			var evs []*redelivered
+			for i := range n {
+				evs = append(evs, &redelivered{name: fmt.Sprintf("delivery-%d", i), msg: ev{}.at})
+			}
+			settleAll(t, h, svcs, evs, nil, observe)
+
+			var outcomes []string
+			for _, e := range evs {
+				if e.verdict.ContactID != "c1" {
+					t.Errorf("%s contact id: got %q, want c1", e.name, e.verdict.ContactID)
+				}
+				outcomes = append(outcomes, string(e.verdict.Outcome))
+			}
+			slices.Sort(outcomes)
+			want := append([]string{"created"}, slices.Repeat([]string{"duplicate"}, n-1)...)
+			equalList(t, "verdict outcomes", outcomes, want)
+			if got := creates.Load(); got != 1 {
+				t.Errorf("creates: got %d, want 1", got)
+			}
+			if got := h.ledger.State(); got != "intercom/evt-1: done created c1" {
+				t.Errorf("ledger: got %q, want evt-1 done created c1", got)
+			}
+			if got := len(h.metrics.Outcomes()); got != n {
+				t.Errorf("outcomes counted: got %d, want %d", got, n)
+			}
+			if nReplicas == 1 {
+				equalList(t, "retries", h.metrics.Retries(), nil)
+			}
+		})
 	}
 }
 

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"reflect"
-	"strconv"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -115,17 +115,23 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-// TestDefaultMaxAttempts pins the default of five deliveries.
+// TestDefaultMaxAttempts pins the default of five failed attempts,
+// counted in the ledger, and the backstop of 20 deliveries per attempt.
 func TestDefaultMaxAttempts(t *testing.T) {
+	exhausted := app.Verdict{Outcome: domain.OutcomeDeadLettered, Reason: app.ReasonAttemptsExhausted}
 	tests := []struct {
-		attempt int
-		want    app.Verdict
+		name     string
+		failures int // recorded before this delivery
+		attempt  int
+		want     app.Verdict
 	}{
-		{attempt: 4, want: app.Verdict{Retry: true, Reason: "transient"}},
-		{attempt: 5, want: app.Verdict{Outcome: domain.OutcomeDeadLettered, Reason: app.ReasonAttemptsExhausted}},
+		{name: "fifth delivery after three failures", failures: 3, attempt: 5, want: app.Verdict{Retry: true, Reason: "transient"}},
+		{name: "first delivery after four failures", failures: 4, attempt: 1, want: exhausted},
+		{name: "delivery 99 without a failure", attempt: 99, want: app.Verdict{Retry: true, Reason: "transient"}},
+		{name: "delivery 100 without a failure", attempt: 100, want: exhausted},
 	}
 	for _, tt := range tests {
-		t.Run("attempt "+strconv.Itoa(tt.attempt), func(t *testing.T) {
+		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t)
 			cfg := h.config()
 			cfg.MaxAttempts = 0
@@ -133,8 +139,47 @@ func TestDefaultMaxAttempts(t *testing.T) {
 			if err != nil {
 				t.Fatalf("New: got error %v, want none", err)
 			}
+			if tt.failures > 0 {
+				h.ledger.seed(evt1Key, failures(tt.failures, now))
+			}
 			h.crm.createHook = failCreate(crmErr(ports.Transient))
 			checkVerdict(t, svc.Handle(context.Background(), ev{}.at(tt.attempt)), tt.want)
+		})
+	}
+}
+
+// TestSearchLags pins how long a lead whose create is pending waits for the
+// CRM's search: the connection's lag, or DefaultSearchLag.
+func TestSearchLags(t *testing.T) {
+	tests := []struct {
+		name string
+		lags map[string]time.Duration
+		want time.Duration // the lag a create sent now waits out
+	}{
+		{name: "unset", want: app.DefaultSearchLag},
+		{name: "set for the connection", lags: map[string]time.Duration{"intercom": 90 * time.Second}, want: 90 * time.Second},
+		{name: "zero for the connection", lags: map[string]time.Duration{"intercom": 0}, want: app.DefaultSearchLag},
+		{name: "set for another connection only", lags: map[string]time.Duration{"intercom_eu": time.Second}, want: app.DefaultSearchLag},
+	}
+	if app.DefaultSearchLag != 5*time.Minute {
+		t.Errorf("DefaultSearchLag: got %v, want 5m (Intercom documents a few minutes)", app.DefaultSearchLag)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			cfg := h.config()
+			cfg.SearchLags = tt.lags
+			svc, err := app.New(cfg)
+			if err != nil {
+				t.Fatalf("New: got error %v, want none", err)
+			}
+			h.people.seed("intercom", ada, "", pending("evt-0", now))
+			checkVerdictIn(t, svc.Handle(context.Background(), ev{}.msg()),
+				app.Verdict{Retry: true, Reason: "awaiting_search"}, awaitingSearch(tt.want))
+
+			// Once the lag has passed, the lead is created.
+			h.clock.Advance(tt.want)
+			checkVerdict(t, svc.Handle(context.Background(), ev{}.at(2)), app.Verdict{Outcome: domain.OutcomeCreated, ContactID: "c1"})
 		})
 	}
 }
@@ -225,7 +270,9 @@ func TestDeadLetterRecord(t *testing.T) {
 		name  string
 		setup func(h *harness)
 		msg   app.Message
-		want  ports.DeadLetter // Message is checked separately
+		want  ports.DeadLetter // Message and FirstSeen are checked separately
+		// firstSeen lists the acceptable FirstSeen values.
+		firstSeen []time.Time
 	}{
 		{
 			name: "invalid event",
@@ -236,15 +283,40 @@ func TestDeadLetterRecord(t *testing.T) {
 			}(),
 			want: ports.DeadLetter{Body: []byte(`{"oops"`), Headers: map[string]string{"nats-msg-id": "m-1"}, Reason: domain.ReasonMalformed,
 				Attempts: 2, Subject: "referrer.joined", Sequence: 99, Failed: now},
+			firstSeen: []time.Time{{}},
 		},
 		{
-			name: "CRM rejection",
+			name: "CRM rejection at the first attempt",
 			setup: func(h *harness) {
 				h.crm.createHook = failCreate(&ports.Error{Op: "create", Kind: ports.Permanent, Status: 422})
 			},
 			msg: ev{ID: "evt-9"}.msg(),
 			want: ports.DeadLetter{Body: ev{ID: "evt-9"}.body(), Headers: map[string]string{"nats-msg-id": "m-1"}, Reason: app.ReasonCRMRejected,
 				Attempts: 1, Subject: "referrer.joined", Sequence: 42, EventID: "evt-9", Campaign: "camp_lead", Failed: now},
+			// No failure was recorded before this one: unknown, or now.
+			firstSeen: []time.Time{{}, now},
+		},
+		{
+			name: "CRM rejection after earlier failures",
+			setup: func(h *harness) {
+				h.ledger.seed("intercom/evt-9", failures(2, now.Add(-time.Hour)))
+				h.crm.createHook = failCreate(&ports.Error{Op: "create", Kind: ports.Permanent, Status: 422})
+			},
+			msg: ev{ID: "evt-9"}.at(3),
+			want: ports.DeadLetter{Body: ev{ID: "evt-9"}.body(), Headers: map[string]string{"nats-msg-id": "m-1"}, Reason: app.ReasonCRMRejected,
+				Attempts: 3, Subject: "referrer.joined", Sequence: 42, EventID: "evt-9", Campaign: "camp_lead", Failed: now},
+			firstSeen: []time.Time{now.Add(-time.Hour)},
+		},
+		{
+			name: "attempts exhausted",
+			setup: func(h *harness) {
+				h.ledger.seed("intercom/evt-9", failures(maxAttempts-1, now.Add(-time.Hour)))
+				h.crm.findHook = failFind(&ports.Error{Op: "search", Kind: ports.Transient, Status: 503})
+			},
+			msg: ev{ID: "evt-9"}.at(7),
+			want: ports.DeadLetter{Body: ev{ID: "evt-9"}.body(), Headers: map[string]string{"nats-msg-id": "m-1"}, Reason: app.ReasonAttemptsExhausted,
+				Attempts: 7, Subject: "referrer.joined", Sequence: 42, EventID: "evt-9", Campaign: "camp_lead", Failed: now},
+			firstSeen: []time.Time{now.Add(-time.Hour)},
 		},
 	}
 	for _, tt := range tests {
@@ -265,7 +337,10 @@ func TestDeadLetterRecord(t *testing.T) {
 			if strings.Contains(got.Message, ada) {
 				t.Errorf("Message: got %q, want no email address in it", got.Message)
 			}
-			got.Message = ""
+			if !slices.ContainsFunc(tt.firstSeen, got.FirstSeen.Equal) {
+				t.Errorf("FirstSeen: got %v, want one of %v", got.FirstSeen, tt.firstSeen)
+			}
+			got.Message, got.FirstSeen = "", time.Time{}
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("dead letter:\n got %+v\nwant %+v", got, tt.want)
 			}

@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -30,6 +31,28 @@ func tagOf(ctx context.Context) string {
 	return s
 }
 
+// clock is the one time source of a harness: the service's Now, the
+// people's leases and the CRM's search lag all read it, and only tests move
+// it.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock(t time.Time) *clock { return &clock{t: t} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
 // crmCall is one call to fakeCRM.
 type crmCall struct {
 	Event   string // the tag of the call's context
@@ -40,39 +63,85 @@ type crmCall struct {
 }
 
 // String is the form tests compare: "find email:ada@example.com",
-// "create lead ada@example.com", "update c1" (an update that carries a role
-// shows it, which no update should).
+// "find email:ada@example.com marker:evt-1", "create lead ada@example.com",
+// "update c1" (an update that carries a role shows it, which no update
+// should).
 func (c crmCall) String() string {
 	switch c.Op {
 	case "find":
-		return "find " + c.Who.Key()
+		s := "find " + c.Who.Key()
+		if c.Who.Marker != "" {
+			s += " marker:" + c.Who.Marker
+		}
+		return s
 	case "create":
 		return "create " + string(c.Contact.Role) + " " + c.Contact.Email
 	case "update":
+		// The marker is for creates only; like the Intercom adapter,
+		// updates ignore it.
+		s := "update " + c.ID
 		if c.Contact.Role != "" {
-			return "update " + c.ID + " WITH ROLE " + string(c.Contact.Role)
+			s += " WITH ROLE " + string(c.Contact.Role)
 		}
-		return "update " + c.ID
+		return s
 	}
 	return c.Op
 }
 
-// fakeCRM is a CRM holding contacts in memory. Find matches by email or
-// external id, Create adds a contact with ids c1, c2, ..., Update fails with
-// NotFound for an unknown id. The hooks, when set before use, replace the
-// default behaviour of one operation.
+// createFault is what fakeCRM does with one Create call.
+type createFault int
+
+const (
+	// createLostBefore fails uncertainly without applying the create: the
+	// request never reached the CRM, but the caller cannot know.
+	createLostBefore createFault = iota + 1
+	// createLostAfter applies the create and then fails uncertainly: the
+	// response was lost.
+	createLostAfter
+)
+
+// uncertainCreate is the error of a create whose outcome is unknown.
+func uncertainCreate() error {
+	return &ports.Error{Op: "create", Kind: ports.Transient, Uncertain: true,
+		Err: errors.New("read tcp 10.0.0.7:443: connection reset by peer")}
+}
+
+// storedContact is a contact in fakeCRM.
+type storedContact struct {
+	domain.Match
+	searchable time.Time // when a search by email or marker first finds it
+}
+
+// fakeCRM is a CRM holding contacts in memory, modelled on Intercom:
+//   - Find matches by external id at once, and by email and by marker
+//     (Identity.Marker against Contact.Marker) only searchLag after the
+//     contact was created, as Intercom's search lags behind creates;
+//     seeded contacts are searchable at once.
+//   - Create adds a contact with ids c1, c2, ... carrying its marker; a
+//     user whose external id or email belongs to an existing user is
+//     refused as Intercom's 409 does, answered Existing with that user's
+//     id, however recent it is.
+//   - Update fails with NotFound for an unknown id.
+//
+// Faults queued with failCreates apply to the next Create calls, one each.
+// The hooks, when set before use, replace the default behaviour of one
+// operation; a create hook can call create for the default.
 type fakeCRM struct {
 	findHook   func(ctx context.Context, who domain.Identity) ([]domain.Match, error)
 	createHook func(ctx context.Context, c domain.Contact) (ports.Created, error)
 	updateHook func(ctx context.Context, id string, c domain.Contact) error
 
-	mu       sync.Mutex
-	calls    []crmCall
-	contacts []domain.Match
-	next     int
+	clock *clock
+
+	mu        sync.Mutex
+	searchLag time.Duration
+	faults    []createFault
+	calls     []crmCall
+	contacts  []storedContact
+	next      int
 }
 
-func newFakeCRM() *fakeCRM { return &fakeCRM{} }
+func newFakeCRM(c *clock) *fakeCRM { return &fakeCRM{clock: c} }
 
 func (f *fakeCRM) record(c crmCall) {
 	f.mu.Lock()
@@ -80,20 +149,69 @@ func (f *fakeCRM) record(c crmCall) {
 	f.calls = append(f.calls, c)
 }
 
-// seed adds existing contacts.
+// seed adds existing contacts, searchable at once.
 func (f *fakeCRM) seed(ms ...domain.Match) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.contacts = append(f.contacts, ms...)
+	for _, m := range ms {
+		f.contacts = append(f.contacts, storedContact{Match: m})
+	}
 }
 
-// insert is Create's default: it stores the contact under a fresh id.
-func (f *fakeCRM) insert(c domain.Contact) ports.Created {
+// setSearchLag makes contacts created from now on searchable by email and
+// marker only d after their creation.
+func (f *fakeCRM) setSearchLag(d time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.searchLag = d
+}
+
+// failCreates queues faults for the next Create calls, one each.
+func (f *fakeCRM) failCreates(faults ...createFault) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.faults = append(f.faults, faults...)
+}
+
+// create is Create's default: apply the next queued fault, refuse a
+// duplicate user, or store the contact under a fresh id.
+func (f *fakeCRM) create(c domain.Contact) (ports.Created, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var fault createFault
+	if len(f.faults) > 0 {
+		fault, f.faults = f.faults[0], f.faults[1:]
+	}
+	if fault == createLostBefore {
+		return ports.Created{}, uncertainCreate()
+	}
+	res := f.apply(c)
+	if fault == createLostAfter {
+		return ports.Created{}, uncertainCreate()
+	}
+	return res, nil
+}
+
+// apply stores the contact; f.mu is held.
+func (f *fakeCRM) apply(c domain.Contact) ports.Created {
+	if c.Role == domain.RoleUser {
+		for _, s := range f.contacts {
+			if s.Role == domain.RoleUser && (s.Email == c.Email || (c.ExternalID != "" && s.ExternalID == c.ExternalID)) {
+				return ports.Created{ID: s.ID, Existing: true} // Intercom's 409
+			}
+		}
+	}
 	f.next++
 	id := fmt.Sprintf("c%d", f.next)
-	f.contacts = append(f.contacts, domain.Match{ID: id, Role: c.Role, Email: c.Email, ExternalID: c.ExternalID, CreatedAt: int64(f.next)})
+	var at time.Time
+	if f.clock != nil {
+		at = f.clock.Now().Add(f.searchLag)
+	}
+	f.contacts = append(f.contacts, storedContact{
+		Match: domain.Match{ID: id, Role: c.Role, Email: c.Email, ExternalID: c.ExternalID,
+			CreatedAt: int64(f.next), Marker: c.Marker},
+		searchable: at,
+	})
 	return ports.Created{ID: id}
 }
 
@@ -102,12 +220,20 @@ func (f *fakeCRM) Find(ctx context.Context, who domain.Identity) ([]domain.Match
 	if f.findHook != nil {
 		return f.findHook(ctx, who)
 	}
+	var now time.Time
+	if f.clock != nil {
+		now = f.clock.Now()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []domain.Match
-	for _, m := range f.contacts {
-		if m.Email == who.Email || (who.ExternalID != "" && m.ExternalID == who.ExternalID) {
-			out = append(out, m)
+	for _, s := range f.contacts {
+		searchable := !now.Before(s.searchable)
+		byXID := who.ExternalID != "" && s.ExternalID == who.ExternalID
+		byEmail := who.Email != "" && s.Email == who.Email && searchable
+		byMarker := who.Marker != "" && s.Marker == who.Marker && searchable
+		if byXID || byEmail || byMarker {
+			out = append(out, s.Match)
 		}
 	}
 	return out, nil
@@ -118,7 +244,7 @@ func (f *fakeCRM) Create(ctx context.Context, c domain.Contact) (ports.Created, 
 	if f.createHook != nil {
 		return f.createHook(ctx, c)
 	}
-	return f.insert(c), nil
+	return f.create(c)
 }
 
 func (f *fakeCRM) Update(ctx context.Context, id string, c domain.Contact) error {
@@ -128,8 +254,8 @@ func (f *fakeCRM) Update(ctx context.Context, id string, c domain.Contact) error
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, m := range f.contacts {
-		if m.ID == id {
+	for _, s := range f.contacts {
+		if s.ID == id {
 			return nil
 		}
 	}
@@ -157,190 +283,396 @@ func (f *fakeCRM) RawCalls() []crmCall {
 	return slices.Clone(f.calls)
 }
 
+// Contacts describes every stored contact, in creation order, as
+// "c1 lead ada@example.com" with " xid=..." and " marker=..." when set.
+func (f *fakeCRM) Contacts() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, s := range f.contacts {
+		d := s.ID + " " + string(s.Role) + " " + s.Email
+		if s.ExternalID != "" {
+			d += " xid=" + s.ExternalID
+		}
+		if s.Marker != "" {
+			d += " marker=" + s.Marker
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// reset forgets the calls so far; contacts stay.
 func (f *fakeCRM) reset() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = nil
 }
 
-// fakeLedger is an in-memory ledger with revisioned claims.
+// fakeLedger is an in-memory ledger of event records. The err fields, set
+// before use, make every call of one operation fail.
 type fakeLedger struct {
-	mu          sync.Mutex
-	entries     map[string]*ledgerEntry
-	calls       []string
-	claimErr    error // returned by every Claim when set
-	completeErr error
-	releaseErr  error
+	mu        sync.Mutex
+	records   map[string]ports.EventRecord
+	calls     []string
+	eventErr  error
+	doneErr   error
+	failedErr error
+	clearErr  error
 }
 
-type ledgerEntry struct {
-	held     bool
-	revision uint64
-	done     *ports.Record
-	released int
-}
+func newFakeLedger() *fakeLedger { return &fakeLedger{records: map[string]ports.EventRecord{}} }
 
-func newFakeLedger() *fakeLedger { return &fakeLedger{entries: map[string]*ledgerEntry{}} }
-
-func (l *fakeLedger) Claim(_ context.Context, key string) (ports.Claim, error) {
+func (l *fakeLedger) setErrs(event, done, failed, clear error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.calls = append(l.calls, "claim "+key)
-	if l.claimErr != nil {
-		return ports.Claim{}, l.claimErr
-	}
-	e, ok := l.entries[key]
-	if !ok {
-		e = &ledgerEntry{}
-		l.entries[key] = e
-	}
-	if e.done != nil {
-		r := *e.done
-		return ports.Claim{Key: key, Revision: e.revision, Done: &r}, nil
-	}
-	if e.held {
-		return ports.Claim{}, ports.ErrClaimHeld
-	}
-	e.held = true
-	e.revision++
-	return ports.Claim{Key: key, Revision: e.revision}, nil
+	l.eventErr, l.doneErr, l.failedErr, l.clearErr = event, done, failed, clear
 }
 
-func (l *fakeLedger) Complete(_ context.Context, c ports.Claim, r ports.Record) error {
+// copyRecord keeps the ledger's records and its callers' apart.
+func copyRecord(r ports.EventRecord) ports.EventRecord {
+	if r.Done != nil {
+		d := *r.Done
+		r.Done = &d
+	}
+	return r
+}
+
+func (l *fakeLedger) Event(_ context.Context, key string) (ports.EventRecord, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.calls = append(l.calls, "complete "+c.Key)
-	if l.completeErr != nil {
-		return l.completeErr
+	l.calls = append(l.calls, "event "+key)
+	if l.eventErr != nil {
+		return ports.EventRecord{}, l.eventErr
 	}
-	e, ok := l.entries[c.Key]
-	if !ok || !e.held || e.revision != c.Revision {
-		return ports.ErrClaimLost
+	return copyRecord(l.records[key]), nil
+}
+
+func (l *fakeLedger) Done(_ context.Context, key string, r ports.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.calls = append(l.calls, fmt.Sprintf("done %s %s %s", key, r.Outcome, r.ContactID))
+	if l.doneErr != nil {
+		return l.doneErr
 	}
-	e.held = false
-	e.done = &r
+	// Like the KV adapter, a done record replaces the failure count.
+	l.records[key] = ports.EventRecord{Done: &r}
 	return nil
 }
 
-func (l *fakeLedger) Release(_ context.Context, c ports.Claim) error {
+func (l *fakeLedger) Failed(_ context.Context, key string, at time.Time) (ports.EventRecord, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.calls = append(l.calls, "release "+c.Key)
-	if l.releaseErr != nil {
-		return l.releaseErr
+	l.calls = append(l.calls, "failed "+key)
+	if l.failedErr != nil {
+		return ports.EventRecord{}, l.failedErr
 	}
-	e, ok := l.entries[c.Key]
-	if !ok || !e.held || e.revision != c.Revision {
-		return ports.ErrClaimLost
+	r := l.records[key]
+	r.Failures++
+	if r.FirstFailure.IsZero() {
+		r.FirstFailure = at
 	}
-	e.held = false
-	e.released++
+	l.records[key] = r
+	return copyRecord(r), nil
+}
+
+func (l *fakeLedger) Clear(_ context.Context, key string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.calls = append(l.calls, "clear "+key)
+	if l.clearErr != nil {
+		return l.clearErr
+	}
+	// Like the KV adapter: failures are forgotten, an applied event never.
+	if l.records[key].Done == nil {
+		delete(l.records, key)
+	}
 	return nil
 }
 
-// State describes every entry, sorted by key, as "done <outcome> <contact>",
-// "held" or "released": "" when the ledger was never touched.
+// reset forgets the calls so far; records stay.
+func (l *fakeLedger) reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.calls = nil
+}
+
+// seed stores a record.
+func (l *fakeLedger) seed(key string, r ports.EventRecord) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.records[key] = copyRecord(r)
+}
+
+// State describes every record, sorted by key, as
+// "intercom/evt-1: done created c1" or
+// "intercom/evt-1: failures=2 first=10:00:05"; "" when there is none.
 func (l *fakeLedger) State() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []string
-	for key, e := range l.entries {
-		var s string
-		switch {
-		case e.done != nil:
-			s = fmt.Sprintf("done %s %s", e.done.Outcome, e.done.ContactID)
-		case e.held:
-			s = "held"
-		case e.released > 0:
-			s = "released"
-		default:
-			s = "untouched"
+	for key, r := range l.records {
+		var parts []string
+		if r.Done != nil {
+			parts = append(parts, fmt.Sprintf("done %s %s", r.Done.Outcome, r.Done.ContactID))
 		}
-		out = append(out, key+"="+s)
+		if r.Failures > 0 || !r.FirstFailure.IsZero() {
+			parts = append(parts, fmt.Sprintf("failures=%d first=%s", r.Failures, r.FirstFailure.Format("15:04:05")))
+		}
+		out = append(out, key+": "+strings.Join(parts, " "))
 	}
 	slices.Sort(out)
-	// Keys are the service's business; tests compare what happened.
-	for i, s := range out {
-		out[i] = s[strings.LastIndexByte(s, '=')+1:]
-	}
 	return strings.Join(out, "; ")
 }
 
-// Calls returns the operations so far.
-func (l *fakeLedger) Calls() []string {
+// Calls returns the operations so far, optionally only those whose key
+// is key.
+func (l *fakeLedger) Calls(key string) []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return slices.Clone(l.calls)
+	var out []string
+	for _, c := range l.calls {
+		if key == "" || strings.HasSuffix(c, " "+key) || strings.Contains(c, " "+key+" ") {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
-// fakePeople remembers contact ids per connection and person. Remember with
-// an empty id forgets.
+// personRecord is one person in fakePeople.
+type personRecord struct {
+	contactID string
+	pending   *ports.PendingCreate
+	revision  uint64
+	owner     string // the lock holder; "" when unlocked
+	leaseEnd  time.Time
+}
+
+// fakePeople is an in-memory People modelled on the KV adapter: a lock is
+// an owner and a lease on the person's record, taken when the record is
+// unlocked or its lease has ended (ErrClaimHeld otherwise); every write
+// bumps the revision, and Save and Unlock are compare-and-set on the
+// revision the holder last saw (ErrClaimLost when the lock was taken over).
+// The err fields, set before use, make every call of one operation fail;
+// onLock, when set, runs inside Lock once the lock is taken, standing in
+// for whatever another worker does at that moment.
 type fakePeople struct {
-	mu          sync.Mutex
-	ids         map[string]string
-	lookups     int
-	contactErr  error
-	rememberErr error
-	emptyHit    bool // answer every lookup with ("", true): a forgetful adapter
+	clock  *clock
+	lease  time.Duration
+	onLock func(key string)
+
+	mu        sync.Mutex
+	changed   *sync.Cond // broadcast on every unlock
+	records   map[string]*personRecord
+	calls     []string
+	owners    int
+	lockErr   error
+	saveErr   error
+	unlockErr error
 }
 
-func newFakePeople() *fakePeople { return &fakePeople{ids: map[string]string{}} }
+const lease = 2 * time.Minute
 
-func peopleKey(conn string, who domain.Identity) string { return conn + " " + who.Key() }
-
-func (p *fakePeople) Contact(_ context.Context, conn string, who domain.Identity) (string, bool, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.lookups++
-	if p.contactErr != nil {
-		return "", false, p.contactErr
-	}
-	if p.emptyHit {
-		return "", true, nil
-	}
-	id, ok := p.ids[peopleKey(conn, who)]
-	return id, ok, nil
+func newFakePeople(c *clock) *fakePeople {
+	p := &fakePeople{clock: c, lease: lease, records: map[string]*personRecord{}}
+	p.changed = sync.NewCond(&p.mu)
+	return p
 }
 
-func (p *fakePeople) Remember(_ context.Context, conn string, who domain.Identity, id string) error {
+func personKey(conn, email string) string { return conn + "/" + email }
+
+func clonePending(p *ports.PendingCreate) *ports.PendingCreate {
+	if p == nil {
+		return nil
+	}
+	c := *p
+	return &c
+}
+
+// describePerson is the form calls and State use: "contact=c1",
+// "pending=evt-1", both, or "empty".
+func describePerson(contactID string, pending *ports.PendingCreate) string {
+	var parts []string
+	if contactID != "" {
+		parts = append(parts, "contact="+contactID)
+	}
+	if pending != nil {
+		parts = append(parts, "pending="+pending.EventID)
+	}
+	if len(parts) == 0 {
+		return "empty"
+	}
+	return strings.Join(parts, " ")
+}
+
+// held reports whether r is locked with a live lease; p.mu is held.
+func (p *fakePeople) held(r *personRecord) bool {
+	return r.owner != "" && p.clock.Now().Before(r.leaseEnd)
+}
+
+func (p *fakePeople) Lock(_ context.Context, conn, email string) (ports.Person, error) {
+	key := personKey(conn, email)
+	person, err := p.lock(key, true)
+	if err == nil && p.onLock != nil {
+		p.onLock(key)
+	}
+	return person, err
+}
+
+// lock takes the lock, recording the call unless another worker (the
+// test) takes it.
+func (p *fakePeople) lock(key string, record bool) (ports.Person, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.rememberErr != nil {
-		return p.rememberErr
+	if record {
+		p.calls = append(p.calls, "lock "+key)
 	}
-	if id == "" {
-		delete(p.ids, peopleKey(conn, who))
-	} else {
-		p.ids[peopleKey(conn, who)] = id
+	if p.lockErr != nil {
+		return ports.Person{}, p.lockErr
 	}
+	r, ok := p.records[key]
+	if !ok {
+		r = &personRecord{}
+		p.records[key] = r
+	}
+	if p.held(r) {
+		return ports.Person{}, ports.ErrClaimHeld
+	}
+	p.owners++
+	r.revision++
+	r.owner = fmt.Sprintf("w%d", p.owners)
+	r.leaseEnd = p.clock.Now().Add(p.lease)
+	return ports.Person{Key: key, Revision: r.revision, ContactID: r.contactID, Pending: clonePending(r.pending)}, nil
+}
+
+func (p *fakePeople) Save(_ context.Context, person *ports.Person) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.calls = append(p.calls, "save "+person.Key+" "+describePerson(person.ContactID, person.Pending))
+	if p.saveErr != nil {
+		return p.saveErr
+	}
+	r, ok := p.records[person.Key]
+	if !ok || r.owner == "" || r.revision != person.Revision {
+		return ports.ErrClaimLost
+	}
+	r.revision++
+	r.contactID, r.pending = person.ContactID, clonePending(person.Pending)
+	r.leaseEnd = p.clock.Now().Add(p.lease)
+	person.Revision = r.revision
 	return nil
 }
 
-// set seeds a remembered person.
-func (p *fakePeople) set(conn string, who domain.Identity, id string) {
+func (p *fakePeople) Unlock(_ context.Context, person ports.Person) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.ids[peopleKey(conn, who)] = id
+	p.calls = append(p.calls, "unlock "+person.Key+" "+describePerson(person.ContactID, person.Pending))
+	if p.unlockErr != nil {
+		return p.unlockErr
+	}
+	r, ok := p.records[person.Key]
+	if !ok || r.owner == "" || r.revision != person.Revision {
+		return ports.ErrClaimLost
+	}
+	r.revision++
+	r.contactID, r.pending = person.ContactID, clonePending(person.Pending)
+	r.owner, r.leaseEnd = "", time.Time{}
+	p.changed.Broadcast()
+	return nil
 }
 
-// Known returns the remembered id of a person.
-func (p *fakePeople) Known(conn string, who domain.Identity) (string, bool) {
+// seed stores a person, unlocked.
+func (p *fakePeople) seed(conn, email, contactID string, pending *ports.PendingCreate) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	id, ok := p.ids[peopleKey(conn, who)]
-	return id, ok
+	p.records[personKey(conn, email)] = &personRecord{contactID: contactID, pending: clonePending(pending), revision: 1}
 }
 
-func (p *fakePeople) resetCounts() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.lookups = 0
+// hold takes the person's lock as another worker would; the call is not
+// recorded. It panics if the lock is held.
+func (p *fakePeople) hold(conn, email string) {
+	if _, err := p.lock(personKey(conn, email), false); err != nil {
+		panic("hold: " + err.Error())
+	}
 }
 
-func (p *fakePeople) Lookups() int {
+// release ends the lock of whoever holds it, as its holder finishing
+// would, leaving the person's state as it is.
+func (p *fakePeople) release(conn, email string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.lookups
+	if r, ok := p.records[personKey(conn, email)]; ok {
+		r.revision++
+		r.owner, r.leaseEnd = "", time.Time{}
+		p.changed.Broadcast()
+	}
+}
+
+// waitUnlocked blocks until the person is not locked with a live lease.
+func (p *fakePeople) waitUnlocked(key string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for {
+		r, ok := p.records[key]
+		if !ok || !p.held(r) {
+			return
+		}
+		p.changed.Wait()
+	}
+}
+
+// State describes every person, sorted by key, as
+// "intercom/ada@example.com: contact=c1" with " pending=evt-1" when a
+// create is pending and " locked" while a lock is held; "" when there is
+// none.
+func (p *fakePeople) State() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for key, r := range p.records {
+		s := key + ": " + describePerson(r.contactID, r.pending)
+		if r.owner != "" {
+			s += " locked"
+		}
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return strings.Join(out, "; ")
+}
+
+// Person returns the stored state of one person.
+func (p *fakePeople) Person(conn, email string) (contactID string, pending *ports.PendingCreate, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	r, ok := p.records[personKey(conn, email)]
+	if !ok {
+		return "", nil, false
+	}
+	return r.contactID, clonePending(r.pending), true
+}
+
+// Calls returns the operations so far.
+func (p *fakePeople) Calls() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.calls)
+}
+
+// Locks counts the Lock calls so far.
+func (p *fakePeople) Locks() int {
+	n := 0
+	for _, c := range p.Calls() {
+		if strings.HasPrefix(c, "lock ") {
+			n++
+		}
+	}
+	return n
+}
+
+func (p *fakePeople) reset() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.calls = nil
 }
 
 // fakeDLQ records dead letters, or fails with err.
@@ -376,7 +708,7 @@ func (d *fakeDLQ) Reasons() []string {
 }
 
 // outcomeCall is one Metrics.Outcome call, printed as
-// "campaign action outcome reason".
+// "campaign|action|outcome|reason".
 type outcomeCall struct {
 	Campaign string
 	Action   domain.Action

@@ -11,11 +11,17 @@ import (
 	"github.com/referrer-sync/referrer-sync/ports"
 )
 
-// now is the service's clock in every test: five seconds after the events'
-// own time.
+// now is where the service's clock starts in every test: five seconds after
+// the events' own time. Tests move the harness's clock, never a sleep.
 var now = time.Date(2026, 11, 28, 10, 0, 5, 0, time.UTC)
 
-const maxAttempts = 3
+const (
+	maxAttempts = 3
+	// backstop is the delivery count at which the service gives up even
+	// when the ledger counted fewer failures: 20 deliveries per allowed
+	// failed attempt.
+	backstop = maxAttempts * 20
+)
 
 var (
 	emailField = domain.Field{From: domain.SourceReferrerEmail, To: domain.TargetEmail}
@@ -35,6 +41,9 @@ func testCatalog() *domain.Catalog {
 			Fields: []domain.Field{emailField, nameField}},
 		"camp_user": {Connection: "intercom", Action: domain.ActionCreateUser, OnDuplicate: domain.OnDuplicateUpdate,
 			Fields: []domain.Field{emailField, xidField, nameField}},
+		// users matched by email only (search lags), duplicates skipped
+		"camp_user_email": {Connection: "intercom", Action: domain.ActionCreateUser, OnDuplicate: domain.OnDuplicateSkip,
+			Fields: []domain.Field{emailField, nameField}},
 		"camp_eu": {Connection: "intercom_eu", Action: domain.ActionCreateLead, OnDuplicate: domain.OnDuplicateSkip,
 			Fields: []domain.Field{emailField}},
 		"camp_nothing": {Action: domain.ActionNothing},
@@ -43,9 +52,10 @@ func testCatalog() *domain.Catalog {
 	}}
 }
 
-// harness is a Service wired to fakes.
+// harness is a Service wired to fakes that share one clock.
 type harness struct {
 	svc     *app.Service
+	clock   *clock
 	crm     *fakeCRM // connection "intercom"
 	crmEU   *fakeCRM // connection "intercom_eu"
 	ledger  *fakeLedger
@@ -53,19 +63,18 @@ type harness struct {
 	dlq     *fakeDLQ
 	metrics *fakeMetrics
 	logs    *logRecorder
+
+	lastVerdict app.Verdict // TestHandle's verdict, for its checks
 }
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
+	c := newClock(now)
 	h := &harness{
-		crm: newFakeCRM(), crmEU: newFakeCRM(), ledger: newFakeLedger(), people: newFakePeople(),
+		clock: c, crm: newFakeCRM(c), crmEU: newFakeCRM(c), ledger: newFakeLedger(), people: newFakePeople(c),
 		dlq: &fakeDLQ{}, metrics: &fakeMetrics{}, logs: &logRecorder{},
 	}
-	svc, err := app.New(h.config())
-	if err != nil {
-		t.Fatalf("app.New: got error %v, want none", err)
-	}
-	h.svc = svc
+	h.svc = h.replica(t, h.config())
 	return h
 }
 
@@ -79,8 +88,20 @@ func (h *harness) config() app.Config {
 		Metrics:     h.metrics,
 		Logger:      slog.New(h.logs),
 		MaxAttempts: maxAttempts,
-		Now:         func() time.Time { return now },
+		Now:         h.clock.Now,
 	}
+}
+
+// replica is another Service on the harness's fakes, as another process
+// (with its own in-process locks) sharing the ledger, the people and the
+// CRM.
+func (h *harness) replica(t *testing.T, cfg app.Config) *app.Service {
+	t.Helper()
+	svc, err := app.New(cfg)
+	if err != nil {
+		t.Fatalf("app.New: got error %v, want none", err)
+	}
+	return svc
 }
 
 // ev describes a test event; zero fields take the defaults of the event
@@ -96,7 +117,11 @@ const (
 	bob = "bob@example.com"
 )
 
-var adaPerson = domain.Identity{Email: ada}
+// Ledger and person keys of the default event and person.
+var (
+	evt1Key = "intercom/evt-1"
+	adaKey  = personKey("intercom", ada)
+)
 
 func (e ev) data() map[string]any {
 	if e.Campaign == "" {
@@ -167,6 +192,16 @@ func delivery(body []byte, attempt int) app.Message {
 
 // crmErr is a classified CRM failure.
 func crmErr(kind ports.ErrorKind) error { return &ports.Error{Op: "test", Kind: kind} }
+
+// failures is a ledger record of n failed attempts, the first at first.
+func failures(n int, first time.Time) ports.EventRecord {
+	return ports.EventRecord{Failures: n, FirstFailure: first}
+}
+
+// pending is a create sent for event id at time at.
+func pending(id string, at time.Time) *ports.PendingCreate {
+	return &ports.PendingCreate{EventID: id, At: at}
+}
 
 // recv receives from ch, failing the test if nothing arrives in time. The
 // timeout only turns a hang into a failure; it never decides a pass.

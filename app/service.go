@@ -388,19 +388,30 @@ func (s *Service) create(ctx context.Context, crm ports.CRM, camp domain.Campaig
 	// A repeat of a create this event already sent (its outcome lost):
 	// the CRM's 409 then names the contact this event created.
 	repeat := person.Pending != nil && person.Pending.EventID == ev.ID
+	// An unresolved earlier create (a user's, which a repeat resolves by
+	// 409) stays on record until this create settles it.
+	previous := person.Pending
 	person.Pending = &ports.PendingCreate{EventID: ev.ID, At: s.now()}
 	if err := s.people.Save(ctx, person); err != nil {
-		person.Pending = nil
+		person.Pending = previous
 		return Verdict{Retry: true, Reason: "ledger", Err: fmt.Errorf("record pending create: %w", err)}
 	}
 	contact.Marker = ev.ID
 	res, err := crm.Create(ctx, contact)
 	if err != nil {
 		var e *ports.Error
-		if !errors.As(err, &e) || !e.Uncertain {
-			person.Pending = nil // certainly not applied
+		if errors.As(err, &e) && !e.Uncertain {
+			// Certainly not applied (refused, or never sent).
+			person.Pending = previous
 		}
 		return s.crmFailure(err)
+	}
+	if previous != nil && previous.EventID != ev.ID && res.Existing {
+		// The earlier create did happen: it is the contact the 409 names.
+		rec := ports.Record{Outcome: domain.OutcomeCreated, ContactID: res.ID, At: s.now()}
+		if err := s.ledger.Done(context.WithoutCancel(ctx), camp.Connection+"/"+previous.EventID, rec); err != nil {
+			s.log.WarnContext(ctx, "recording another event's create failed", "pending_event_id", previous.EventID, "error", err)
+		}
 	}
 	person.Pending, person.ContactID = nil, res.ID
 	if !res.Existing || repeat {
@@ -435,17 +446,20 @@ func (s *Service) reconcile(ctx context.Context, camp domain.Campaign, ev domain
 		if !ok {
 			m, _, _ = domain.PickMatch(who, matches)
 		}
+		if p.EventID != ev.ID {
+			// Another event's create: record it for that event first, so
+			// its redelivery is a duplicate; only then is the pending
+			// create settled, and this event's policy applies.
+			rec := ports.Record{Outcome: domain.OutcomeCreated, ContactID: m.ID, At: s.now()}
+			if err := s.ledger.Done(context.WithoutCancel(ctx), camp.Connection+"/"+p.EventID, rec); err != nil {
+				return Verdict{Retry: true, Reason: "ledger", Err: err}, domain.Match{}, false, true
+			}
+		}
 		person.Pending, person.ContactID = nil, m.ID
 		s.log.InfoContext(ctx, "resolved a create whose outcome was unknown: the contact exists",
 			"connection", camp.Connection, "pending_event_id", p.EventID, "contact_id", m.ID)
 		if p.EventID == ev.ID {
 			return Verdict{Outcome: domain.OutcomeCreated, ContactID: m.ID}, m, true, true
-		}
-		// Another event's create: record it for that event, so its
-		// redelivery is a duplicate, and apply this event's policy.
-		rec := ports.Record{Outcome: domain.OutcomeCreated, ContactID: m.ID, At: s.now()}
-		if err := s.ledger.Done(context.WithoutCancel(ctx), camp.Connection+"/"+p.EventID, rec); err != nil {
-			return Verdict{Retry: true, Reason: "ledger", Err: err}, domain.Match{}, false, true
 		}
 		return Verdict{}, m, true, false
 	}

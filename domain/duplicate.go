@@ -103,9 +103,10 @@ func Decide(c Campaign, matchFound bool) Decision {
 }
 
 // ForUpdate returns the contact as an update must send it: the mapped
-// fields without the role, which an update never changes.
+// fields without the role, which an update never changes, and without the
+// marker, which belongs to the create that made the contact.
 func (c Contact) ForUpdate() Contact {
-	c.Role = ""
+	c.Role, c.Marker = "", ""
 	return c
 }
 
