@@ -442,6 +442,7 @@ func (l *fakeLedger) Calls(key string) []string {
 // personRecord is one person in fakePeople.
 type personRecord struct {
 	contactID string
+	createdBy string
 	pending   *ports.PendingCreate
 	revision  uint64
 	owner     string // the lock holder; "" when unlocked
@@ -542,7 +543,7 @@ func (p *fakePeople) lock(key string, record bool) (ports.Person, error) {
 	r.revision++
 	r.owner = fmt.Sprintf("w%d", p.owners)
 	r.leaseEnd = p.clock.Now().Add(p.lease)
-	return ports.Person{Key: key, Revision: r.revision, ContactID: r.contactID, Pending: clonePending(r.pending)}, nil
+	return ports.Person{Key: key, Revision: r.revision, ContactID: r.contactID, CreatedBy: r.createdBy, Pending: clonePending(r.pending)}, nil
 }
 
 func (p *fakePeople) Save(_ context.Context, person *ports.Person) error {
@@ -557,7 +558,7 @@ func (p *fakePeople) Save(_ context.Context, person *ports.Person) error {
 		return ports.ErrClaimLost
 	}
 	r.revision++
-	r.contactID, r.pending = person.ContactID, clonePending(person.Pending)
+	r.contactID, r.createdBy, r.pending = person.ContactID, person.CreatedBy, clonePending(person.Pending)
 	r.leaseEnd = p.clock.Now().Add(p.lease)
 	person.Revision = r.revision
 	return nil
@@ -575,7 +576,7 @@ func (p *fakePeople) Unlock(_ context.Context, person ports.Person) error {
 		return ports.ErrClaimLost
 	}
 	r.revision++
-	r.contactID, r.pending = person.ContactID, clonePending(person.Pending)
+	r.contactID, r.createdBy, r.pending = person.ContactID, person.CreatedBy, clonePending(person.Pending)
 	r.owner, r.leaseEnd = "", time.Time{}
 	p.changed.Broadcast()
 	return nil

@@ -346,6 +346,9 @@ func (s *Service) execute(ctx context.Context, camp domain.Campaign, ev domain.R
 	var match domain.Match
 	found := false
 	switch {
+	case person.ContactID != "" && person.CreatedBy == ev.ID:
+		// This event created the contact; recording that failed before.
+		return Verdict{Outcome: domain.OutcomeCreated, ContactID: person.ContactID}
 	case person.ContactID != "":
 		match, found = domain.Match{ID: person.ContactID}, true
 	case person.Pending != nil:
@@ -385,15 +388,9 @@ func (s *Service) execute(ctx context.Context, camp domain.Campaign, ev domain.R
 // record: if its outcome is lost (timeout, reset, crash), whoever handles
 // this person next resolves it before creating anything.
 func (s *Service) create(ctx context.Context, crm ports.CRM, camp domain.Campaign, ev domain.ReferrerJoined, contact domain.Contact, person *ports.Person) Verdict {
-	// A repeat of a create this event already sent (its outcome lost):
-	// the CRM's 409 then names the contact this event created.
-	repeat := person.Pending != nil && person.Pending.EventID == ev.ID
-	// An unresolved earlier create (a user's, which a repeat resolves by
-	// 409) stays on record until this create settles it.
-	previous := person.Pending
-	person.Pending = &ports.PendingCreate{EventID: ev.ID, At: s.now()}
+	person.Pending = &ports.PendingCreate{EventID: ev.ID, At: s.now(), ExternalID: contact.ExternalID}
 	if err := s.people.Save(ctx, person); err != nil {
-		person.Pending = previous
+		person.Pending = nil
 		return Verdict{Retry: true, Reason: "ledger", Err: fmt.Errorf("record pending create: %w", err)}
 	}
 	contact.Marker = ev.ID
@@ -401,20 +398,13 @@ func (s *Service) create(ctx context.Context, crm ports.CRM, camp domain.Campaig
 	if err != nil {
 		var e *ports.Error
 		if errors.As(err, &e) && !e.Uncertain {
-			// Certainly not applied (refused, or never sent).
-			person.Pending = previous
+			person.Pending = nil // certainly not applied (refused, or never sent)
 		}
 		return s.crmFailure(err)
 	}
-	if previous != nil && previous.EventID != ev.ID && res.Existing {
-		// The earlier create did happen: it is the contact the 409 names.
-		rec := ports.Record{Outcome: domain.OutcomeCreated, ContactID: res.ID, At: s.now()}
-		if err := s.ledger.Done(context.WithoutCancel(ctx), camp.Connection+"/"+previous.EventID, rec); err != nil {
-			s.log.WarnContext(ctx, "recording another event's create failed", "pending_event_id", previous.EventID, "error", err)
-		}
-	}
 	person.Pending, person.ContactID = nil, res.ID
-	if !res.Existing || repeat {
+	if !res.Existing {
+		person.CreatedBy = ev.ID
 		return Verdict{Outcome: domain.OutcomeCreated, ContactID: res.ID}
 	}
 	// The CRM already had this person (a search miss, e.g. its indexing
@@ -426,26 +416,30 @@ func (s *Service) create(ctx context.Context, crm ports.CRM, camp domain.Campaig
 }
 
 // reconcile resolves a create whose outcome is unknown. It looks the person
-// up by external id (immediately consistent), email and the marker the
-// create carried. If the contact is found, the pending create is settled:
-// recorded as created for the event that sent it. If it is not found, a
-// user is safe to create again (the CRM answers a repeat with 409 naming
-// the contact); a lead is not (leads may share an email, so the CRM cannot
-// refuse a second one): until the CRM's search lag has passed since the
-// create was sent, the event waits.
+// up by external id (consistent), email and the marker the create carried.
+// A contact carrying the marker is the pending create's: it is recorded as
+// created for the event that sent it. A contact without the marker is
+// someone else's: the pending create is dropped and this event's policy
+// applies to that contact. If nothing is found and the create carried an
+// external id, the lookup by external id proves it was never applied.
+// Otherwise — a lead, or a user matched by email only — search may simply
+// not show it yet (leads may share an email, so the CRM would not refuse a
+// second one): until the connection's search lag has passed since the
+// create was sent, the event waits. Only one create per person is ever
+// outstanding, because nothing creates while one is pending.
 func (s *Service) reconcile(ctx context.Context, camp domain.Campaign, ev domain.ReferrerJoined, contact domain.Contact, person *ports.Person) (v Verdict, match domain.Match, found, done bool) {
 	crm := s.crms[camp.Connection]
 	p := *person.Pending
 	who := domain.IdentityOf(contact)
 	who.Marker = p.EventID
+	if p.ExternalID != "" {
+		who.ExternalID = p.ExternalID // look the pending create up where it is consistent
+	}
 	matches, err := crm.Find(ctx, who)
 	if err != nil {
 		return s.crmFailure(err), domain.Match{}, false, true
 	}
-	if m, ok := markedBy(matches, p.EventID); ok || len(matches) > 0 {
-		if !ok {
-			m, _, _ = domain.PickMatch(who, matches)
-		}
+	if m, ok := markedBy(matches, p.EventID); ok {
 		if p.EventID != ev.ID {
 			// Another event's create: record it for that event first, so
 			// its redelivery is a duplicate; only then is the pending
@@ -455,25 +449,29 @@ func (s *Service) reconcile(ctx context.Context, camp domain.Campaign, ev domain
 				return Verdict{Retry: true, Reason: "ledger", Err: err}, domain.Match{}, false, true
 			}
 		}
-		person.Pending, person.ContactID = nil, m.ID
-		s.log.InfoContext(ctx, "resolved a create whose outcome was unknown: the contact exists",
+		person.Pending, person.ContactID, person.CreatedBy = nil, m.ID, p.EventID
+		s.log.InfoContext(ctx, "resolved a create whose outcome was unknown: it was applied",
 			"connection", camp.Connection, "pending_event_id", p.EventID, "contact_id", m.ID)
 		if p.EventID == ev.ID {
 			return Verdict{Outcome: domain.OutcomeCreated, ContactID: m.ID}, m, true, true
 		}
 		return Verdict{}, m, true, false
 	}
-	if contact.Role == domain.RoleUser {
-		// Create again; create() replaces the pending record and reads a
-		// 409 for a create this event already sent as "created".
-		return Verdict{}, domain.Match{}, false, false
+	if len(matches) > 0 {
+		m, _, _ := domain.PickMatch(who, matches)
+		person.Pending = nil
+		s.log.InfoContext(ctx, "a create whose outcome was unknown is moot: the person has another contact",
+			"connection", camp.Connection, "pending_event_id", p.EventID, "contact_id", m.ID)
+		return Verdict{}, m, true, false
 	}
-	if wait := p.At.Add(s.searchLag(camp.Connection)).Sub(s.now()); wait > 0 {
-		return Verdict{Retry: true, wait: true, Reason: "awaiting_search", Delay: wait + s.jitter(250*time.Millisecond),
-			Err: fmt.Errorf("a create sent %s ago may not be searchable yet", s.now().Sub(p.At).Round(time.Millisecond))}, domain.Match{}, false, true
+	if p.ExternalID == "" {
+		if wait := p.At.Add(s.searchLag(camp.Connection)).Sub(s.now()); wait > 0 {
+			return Verdict{Retry: true, wait: true, Reason: "awaiting_search", Delay: wait + s.jitter(250*time.Millisecond),
+				Err: fmt.Errorf("a create sent %s ago may not be searchable yet", s.now().Sub(p.At).Round(time.Millisecond))}, domain.Match{}, false, true
+		}
 	}
-	// The search lag has passed and the contact is not there: the create
-	// was never applied.
+	// Proven not applied (by external id), or the search lag has passed
+	// and the contact is not there.
 	person.Pending = nil
 	return Verdict{}, domain.Match{}, false, false
 }

@@ -391,7 +391,7 @@ func TestHandle(t *testing.T) {
 			wantProcessed: []time.Duration{5 * time.Second},
 		},
 		{
-			name: "a pending create is settled by the person's contact even when it carries no marker",
+			name: "an unmarked contact makes a pending create moot: this event's policy applies and nobody is credited",
 			setup: func(t *testing.T, h *harness) {
 				h.people.seed("intercom", ada, "", pending("evt-0", now.Add(-time.Minute)))
 				h.crm.seed(domain.Match{ID: "c9", Role: domain.RoleLead, Email: ada})
@@ -400,7 +400,7 @@ func TestHandle(t *testing.T) {
 			want:          app.Verdict{Outcome: domain.OutcomeSkipped, ContactID: "c9"},
 			wantCRM:       []string{"find email:ada@example.com marker:evt-0"},
 			wantOutcomes:  []string{"camp_lead|create_lead|skipped|"},
-			wantLedger:    "intercom/evt-0: done created c9; intercom/evt-1: done skipped c9",
+			wantLedger:    "intercom/evt-1: done skipped c9",
 			wantPeople:    "intercom/ada@example.com: contact=c9",
 			wantProcessed: []time.Duration{5 * time.Second},
 		},
@@ -451,15 +451,28 @@ func TestHandle(t *testing.T) {
 			},
 		},
 		{
-			name:          "a pending user create of another event that is not found: this event creates at once",
-			setup:         func(t *testing.T, h *harness) { h.people.seed("intercom", ada, "", pending("evt-0", now)) },
+			name: "a pending create with an external id that the CRM does not have is proven absent: this event creates at once",
+			setup: func(t *testing.T, h *harness) {
+				h.people.seed("intercom", ada, "", &ports.PendingCreate{EventID: "evt-0", At: now, ExternalID: "usr_0"})
+			},
 			msg:           ev{Campaign: "camp_user_email"}.msg(),
 			want:          app.Verdict{Outcome: domain.OutcomeCreated, ContactID: "c1"},
-			wantCRM:       []string{"find email:ada@example.com marker:evt-0", "create user ada@example.com"},
+			wantCRM:       []string{"find xid:usr_0 marker:evt-0", "create user ada@example.com"},
 			wantOutcomes:  []string{"camp_user_email|create_user|created|"},
 			wantLedger:    "intercom/evt-1: done created c1",
 			wantPeople:    adaCreated,
 			wantProcessed: []time.Duration{5 * time.Second},
+		},
+
+		{
+			name:        "a pending create without an external id holds back a user event until the search lag passes",
+			setup:       func(t *testing.T, h *harness) { h.people.seed("intercom", ada, "", pending("evt-0", now)) },
+			msg:         ev{Campaign: "camp_user_email"}.msg(),
+			want:        app.Verdict{Retry: true, Reason: "awaiting_search"},
+			delay:       awaitingSearch(app.DefaultSearchLag),
+			wantCRM:     []string{"find email:ada@example.com marker:evt-0"},
+			wantRetries: []string{"camp_user_email|awaiting_search"},
+			wantPeople:  "intercom/ada@example.com: pending=evt-0",
 		},
 
 		// CRM failures.
@@ -1151,14 +1164,16 @@ func TestRedeliveries(t *testing.T) {
 			wantOutcomes: []string{"camp_lead|create_lead|created|"},
 		},
 		{
-			name: "a user whose create may have been applied is created again at once; the CRM's 409 makes it created",
+			name: "a user known by email only whose create may have been applied waits for search, then finds its own create",
 			setup: func(t *testing.T, h *harness) {
 				h.crm.setSearchLag(2 * time.Minute) // the user is not searchable by email yet
 				h.crm.failCreates(createLostAfter)
 			},
 			steps: []step{
 				{msg: ev{Campaign: "camp_user_email"}.msg(), want: transient, wantCRM: []string{findAda, createUser}},
-				{msg: ev{Campaign: "camp_user_email"}.at(2), want: created, wantCRM: []string{findAdaMarked, createUser}},
+				{msg: ev{Campaign: "camp_user_email"}.at(2), want: awaiting, delay: awaitingSearch(app.DefaultSearchLag),
+					wantCRM: []string{findAdaMarked}},
+				{before: advance(2 * time.Minute), msg: ev{Campaign: "camp_user_email"}.at(3), want: created, wantCRM: []string{findAdaMarked}},
 			},
 			wantContacts: []string{"c1 user ada@example.com marker=evt-1"},
 			wantLedger:   "intercom/evt-1: done created c1",
@@ -1166,51 +1181,44 @@ func TestRedeliveries(t *testing.T) {
 			wantOutcomes: []string{"camp_user_email|create_user|created|"},
 		},
 		{
-			name: "a user create repeated after a lost response and refused by a rate limit is still the event's own create",
+			name: "a user with an external id whose create was applied is found by it at once, even while search lags",
 			setup: func(t *testing.T, h *harness) {
 				h.crm.setSearchLag(2 * time.Minute)
 				h.crm.failCreates(createLostAfter)
 			},
 			steps: []step{
-				{msg: ev{Campaign: "camp_user_email"}.msg(), want: transient, wantCRM: []string{findAda, createUser}},
-				// The repeat is certainly not applied, but the first create
-				// may have been: it stays pending.
-				{before: func(t *testing.T, h *harness) {
-					h.crm.createHook = failCreate(&ports.Error{Op: "create", Kind: ports.RateLimited, Status: 429, RetryAfter: time.Second})
-				}, msg: ev{Campaign: "camp_user_email"}.at(2), want: app.Verdict{Retry: true, Reason: "rate_limited", Delay: time.Second},
-					wantCRM: []string{findAdaMarked, createUser}, check: peopleIs("intercom/ada@example.com: pending=evt-1")},
-				{before: func(t *testing.T, h *harness) { h.crm.createHook = nil },
-					msg: ev{Campaign: "camp_user_email"}.at(3), want: created, wantCRM: []string{findAdaMarked, createUser}},
+				{msg: ev{Campaign: "camp_user"}.msg(), want: transient, wantCRM: []string{"find xid:usr_8812", createUser}},
+				{msg: ev{Campaign: "camp_user"}.at(2), want: created, wantCRM: []string{"find xid:usr_8812 marker:evt-1"}},
 			},
-			wantContacts: []string{"c1 user ada@example.com marker=evt-1"},
+			wantContacts: []string{"c1 user ada@example.com xid=usr_8812 marker=evt-1"},
 			wantLedger:   "intercom/evt-1: done created c1",
 			wantPeople:   adaCreated,
-			wantOutcomes: []string{"camp_user_email|create_user|created|"},
+			wantOutcomes: []string{"camp_user|create_user|created|"},
 		},
 		{
-			name: "a pending user create of another event survives this event's failure to record its own",
+			name: "a pending create survives this event's failure to record its own when it is not proven absent",
 			setup: func(t *testing.T, h *harness) {
-				h.people.seed("intercom", ada, "", pending("evt-0", now))
+				h.people.seed("intercom", ada, "", pending("evt-0", now.Add(-app.DefaultSearchLag)))
 				h.people.saveErr = errors.New("kv unavailable")
 			},
 			steps: []step{
 				{msg: ev{ID: "evt-2", Campaign: "camp_user_email"}.msg(), want: app.Verdict{Retry: true, Reason: "ledger"},
-					wantCRM: []string{findEvt0}, check: peopleIs("intercom/ada@example.com: pending=evt-0")},
+					wantCRM: []string{findEvt0}},
 			},
 			wantLedger: "intercom/evt-2: failures=1 first=10:00:05",
-			wantPeople: "intercom/ada@example.com: pending=evt-0",
+			wantPeople: "intercom/ada@example.com: empty",
 		},
 		{
-			name:  "a user whose create was not applied is created again at once",
+			name:  "a user with an external id whose create was not applied is created again at once",
 			setup: lostBefore,
 			steps: []step{
-				{msg: ev{Campaign: "camp_user_email"}.msg(), want: transient, wantCRM: []string{findAda, createUser}},
-				{msg: ev{Campaign: "camp_user_email"}.at(2), want: created, wantCRM: []string{findAdaMarked, createUser}},
+				{msg: ev{Campaign: "camp_user"}.msg(), want: transient, wantCRM: []string{"find xid:usr_8812", createUser}},
+				{msg: ev{Campaign: "camp_user"}.at(2), want: created, wantCRM: []string{"find xid:usr_8812 marker:evt-1", createUser}},
 			},
-			wantContacts: []string{"c1 user ada@example.com marker=evt-1"},
+			wantContacts: []string{"c1 user ada@example.com xid=usr_8812 marker=evt-1"},
 			wantLedger:   "intercom/evt-1: done created c1",
 			wantPeople:   adaCreated,
-			wantOutcomes: []string{"camp_user_email|create_user|created|"},
+			wantOutcomes: []string{"camp_user|create_user|created|"},
 		},
 		{
 			name:  "another event settles a lost create for the event that sent it, whose redelivery is a duplicate",
@@ -1228,18 +1236,19 @@ func TestRedeliveries(t *testing.T) {
 			wantOutcomes: []string{"camp_update|create_lead|updated|", "camp_lead|create_lead|duplicate|"},
 		},
 		{
-			name:  "another event creates a user whose earlier create was not applied; the earlier event is then skipped",
+			name:  "another event creates a user whose earlier create was proven not applied; the earlier event then updates it",
 			setup: lostBefore,
 			steps: []step{
-				{msg: ev{Campaign: "camp_user_email"}.msg(), want: transient, wantCRM: []string{findAda, createUser}},
-				{msg: ev{ID: "evt-2", Campaign: "camp_user_email"}.msg(), want: created,
-					wantCRM: []string{findAdaMarked, createUser}},
-				{msg: ev{Campaign: "camp_user_email"}.at(2), want: app.Verdict{Outcome: domain.OutcomeSkipped, ContactID: "c1"}},
+				{msg: ev{Campaign: "camp_user"}.msg(), want: transient, wantCRM: []string{"find xid:usr_8812", createUser}},
+				{msg: ev{ID: "evt-2", Campaign: "camp_user"}.msg(), want: created,
+					wantCRM: []string{"find xid:usr_8812 marker:evt-1", createUser}},
+				{msg: ev{Campaign: "camp_user"}.at(2), want: app.Verdict{Outcome: domain.OutcomeUpdated, ContactID: "c1"},
+					wantCRM: []string{"update c1"}},
 			},
-			wantContacts: []string{"c1 user ada@example.com marker=evt-2"},
-			wantLedger:   "intercom/evt-1: done skipped c1; intercom/evt-2: done created c1",
+			wantContacts: []string{"c1 user ada@example.com xid=usr_8812 marker=evt-2"},
+			wantLedger:   "intercom/evt-1: done updated c1; intercom/evt-2: done created c1",
 			wantPeople:   adaCreated,
-			wantOutcomes: []string{"camp_user_email|create_user|created|", "camp_user_email|create_user|skipped|"},
+			wantOutcomes: []string{"camp_user|create_user|created|", "camp_user|create_user|updated|"},
 		},
 		{
 			name:     "failures are counted in the ledger across deliveries and replicas, and dead-lettered at MaxAttempts",
@@ -1364,15 +1373,15 @@ func TestRedeliveries(t *testing.T) {
 			steps: []step{
 				{msg: ev{}.msg(), want: app.Verdict{Retry: true, Reason: "ledger"}, wantCRM: []string{findAda, createLead},
 					check: both(ledgerIs(""), peopleIs(adaCreated))},
-				// The creating event's redelivery finds the person known:
-				// skipped, with no CRM call.
+				// The creating event's redelivery finds that it created the
+				// person's contact: created, with no CRM call.
 				{before: func(t *testing.T, h *harness) { h.ledger.setErrs(nil, nil, nil, nil) },
-					msg: ev{}.at(2), want: app.Verdict{Outcome: domain.OutcomeSkipped, ContactID: "c1"}},
+					msg: ev{}.at(2), want: app.Verdict{Outcome: domain.OutcomeCreated, ContactID: "c1"}},
 			},
 			wantContacts: []string{leadC1},
-			wantLedger:   "intercom/evt-1: done skipped c1",
+			wantLedger:   "intercom/evt-1: done created c1",
 			wantPeople:   adaCreated,
-			wantOutcomes: []string{"camp_lead|create_lead|skipped|"},
+			wantOutcomes: []string{"camp_lead|create_lead|created|"},
 		},
 		{
 			name:  "a contact gone from the CRM is searched afresh by the redelivery",

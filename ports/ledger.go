@@ -71,6 +71,9 @@ type Person struct {
 	Key       string
 	Revision  uint64
 	ContactID string // the CRM contact, once known
+	// CreatedBy is the event whose create made ContactID, so that event's
+	// redelivery is answered "created" even if recording it failed.
+	CreatedBy string
 	// Pending is a create that was sent and whose outcome is not known
 	// (timeout, reset, crash): it must be resolved before anything else
 	// creates this person.
@@ -81,4 +84,9 @@ type Person struct {
 type PendingCreate struct {
 	EventID string
 	At      time.Time
+	// ExternalID is the external id the create carried, if any: the CRM
+	// can then tell at once whether it was applied (a lookup by external
+	// id is consistent, unlike search), so nobody need wait for the
+	// search lag.
+	ExternalID string
 }

@@ -229,6 +229,8 @@ func (l *Ledger) Lookup(ctx context.Context, key string) (ports.Record, bool, er
 
 type personValue struct {
 	ContactID    string `json:"contact_id,omitempty"`
+	CreatedBy    string `json:"created_by,omitempty"`
+	PendingXID   string `json:"pending_external_id,omitempty"`
 	Owner        string `json:"owner,omitempty"`
 	LeaseEnd     int64  `json:"lease_end_ms,omitempty"`
 	PendingEvent string `json:"pending_event,omitempty"`
@@ -236,17 +238,17 @@ type personValue struct {
 }
 
 func (v personValue) person(key string, rev uint64) ports.Person {
-	p := ports.Person{Key: key, Revision: rev, ContactID: v.ContactID}
+	p := ports.Person{Key: key, Revision: rev, ContactID: v.ContactID, CreatedBy: v.CreatedBy}
 	if v.PendingEvent != "" {
-		p.Pending = &ports.PendingCreate{EventID: v.PendingEvent, At: time.UnixMilli(v.PendingAt)}
+		p.Pending = &ports.PendingCreate{EventID: v.PendingEvent, At: time.UnixMilli(v.PendingAt), ExternalID: v.PendingXID}
 	}
 	return p
 }
 
 func (l *Ledger) personValue(p ports.Person, locked bool) []byte {
-	v := personValue{ContactID: p.ContactID}
+	v := personValue{ContactID: p.ContactID, CreatedBy: p.CreatedBy}
 	if p.Pending != nil {
-		v.PendingEvent, v.PendingAt = p.Pending.EventID, p.Pending.At.UnixMilli()
+		v.PendingEvent, v.PendingAt, v.PendingXID = p.Pending.EventID, p.Pending.At.UnixMilli(), p.Pending.ExternalID
 	}
 	if locked {
 		v.Owner, v.LeaseEnd = l.cfg.Owner, l.cfg.Now().Add(l.cfg.Lease).UnixMilli()
