@@ -274,13 +274,20 @@ func (u unmarshaler) Unmarshal(msg jetstream.Msg) (*message.Message, error) {
 	return m, nil
 }
 
-// quietAcks demotes Watermill's "already acknowledged" errors, which follow
-// every message settle acknowledged itself, to debug.
+// quietAcks demotes to debug Watermill's "already acknowledged" errors,
+// which follow every message settle acknowledged itself, and its "handler
+// returned error" for retries, which are not errors of the service.
 type quietAcks struct{ watermill.LoggerAdapter }
 
 func (q quietAcks) Error(msg string, err error, fields watermill.LogFields) {
 	if errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
 		q.Debug(msg+": already acknowledged", fields)
+		return
+	}
+	if errors.Is(err, errRetry) {
+		// The application logged why at the right level; to Watermill a
+		// retry is a handler error.
+		q.Debug(msg+": retry later", fields)
 		return
 	}
 	q.LoggerAdapter.Error(msg, err, fields)
