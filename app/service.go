@@ -174,9 +174,9 @@ type Verdict struct {
 	wait         bool // a retry that is a wait (search lag), not a failure
 }
 
-// deliveriesPerAttempt bounds deliveries per allowed failed attempt: waits
+// DeliveriesPerAttempt bounds deliveries per allowed failed attempt: waits
 // (person busy, search lag) redeliver without failing, but not forever.
-const deliveriesPerAttempt = 20
+const DeliveriesPerAttempt = 20
 
 // DefaultSearchLag is how long after a create the CRM's search may miss the
 // new contact, when the connection does not say. Intercom documents "a few
@@ -234,7 +234,7 @@ func (s *Service) handle(ctx context.Context, m Message) (ev domain.ReferrerJoin
 	// deliveries and replicas; waiting for another worker or for search
 	// lag is not a failure. Deliveries are a backstop for failures the
 	// ledger could not record.
-	if v.failures >= s.maxAttempts || m.Attempt >= s.maxAttempts*deliveriesPerAttempt {
+	if v.failures >= s.maxAttempts || m.Attempt >= s.maxAttempts*DeliveriesPerAttempt {
 		reason := ReasonAttemptsExhausted
 		if ports.KindOf(v.Err) == ports.Unauthorized {
 			reason = ReasonUnauthorized

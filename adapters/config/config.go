@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
@@ -26,6 +27,8 @@ type File struct {
 	Log             Log                   `yaml:"log"`
 	NATS            NATS                  `yaml:"nats"`
 	HTTP            HTTP                  `yaml:"http"`
+	Metrics         Metrics               `yaml:"metrics"`
+	Reload          Reload                `yaml:"reload"`
 	Retry           Retry                 `yaml:"retry"`
 	Ledger          Ledger                `yaml:"ledger"`
 	Connections     map[string]Connection `yaml:"connections"`
@@ -51,11 +54,41 @@ type NATS struct {
 	AckWait           Duration `yaml:"ack_wait"`
 	Replicas          int      `yaml:"replicas"`
 	StoreDir          string   `yaml:"store_dir"` // embedded server only
+	// DrainTimeout is the shutdown grace period: on SIGTERM the service
+	// stops pulling and waits this long for in-flight messages to finish
+	// and be acknowledged; what is still running then is redelivered after
+	// ack_wait. Default 25s; keep the orchestrator's grace period (e.g.
+	// terminationGracePeriodSeconds) above it plus 5s for HTTP shutdown.
+	DrainTimeout Duration `yaml:"drain_timeout"`
 }
 
 // HTTP configures the metrics and health listener.
 type HTTP struct {
 	Listen string `yaml:"listen"`
+}
+
+// Metrics configures what the metrics expose.
+type Metrics struct {
+	// CampaignLabels, when false, labels every campaign "_all" in
+	// per-campaign series. Campaign ids are already bounded by the file;
+	// this is for deployments with so many campaigns that one series per
+	// campaign costs more than it tells. Default true.
+	CampaignLabels *bool `yaml:"campaign_labels"`
+	// ConsumerPollInterval is how often the durable consumer's pending and
+	// ack-pending counts are read from the server. Default 5s.
+	ConsumerPollInterval Duration `yaml:"consumer_poll_interval"`
+}
+
+// CampaignLabelsEnabled reports whether campaign ids are used as metric
+// labels (the default).
+func (m Metrics) CampaignLabelsEnabled() bool { return m.CampaignLabels == nil || *m.CampaignLabels }
+
+// Reload configures hot reloading of the campaign settings.
+type Reload struct {
+	// PollInterval is how often the file's content is checked for a
+	// change (a hash of the bytes, so Kubernetes' ConfigMap symlink swaps
+	// are seen too). SIGHUP reloads at once. Default 5s.
+	PollInterval Duration `yaml:"poll_interval"`
 }
 
 // Retry configures redelivery of transient failures.
@@ -192,6 +225,17 @@ func (f *File) Validate() error {
 	if f.NATS.AckWait != 0 && time.Duration(f.NATS.AckWait) < time.Second {
 		add("nats.ack_wait", "%s is shorter than 1s", time.Duration(f.NATS.AckWait))
 	}
+	if f.NATS.DrainTimeout < 0 {
+		add("nats.drain_timeout", "must not be negative")
+	}
+	for _, d := range []struct {
+		path string
+		v    Duration
+	}{{"metrics.consumer_poll_interval", f.Metrics.ConsumerPollInterval}, {"reload.poll_interval", f.Reload.PollInterval}} {
+		if d.v < 0 || (d.v > 0 && time.Duration(d.v) < 100*time.Millisecond) {
+			add(d.path, "%s is not at least 100ms", time.Duration(d.v))
+		}
+	}
 	if f.HTTP.Listen != "" {
 		if _, _, err := net.SplitHostPort(f.HTTP.Listen); err != nil {
 			add("http.listen", "%q is not host:port", f.HTTP.Listen)
@@ -249,6 +293,31 @@ func (f *File) Validate() error {
 	}
 	errs = append(errs, f.Catalog().Problems(names)...)
 	return errors.Join(errs...)
+}
+
+// Reloadable are the top-level keys a running service applies on reload.
+// Every other key (nats, connections, http…) is read once at start-up.
+var Reloadable = []string{"campaigns", "default_campaign"}
+
+// RestartChanges returns the top-level keys, in file order, whose settings
+// differ between f and next other than the Reloadable ones: a reload
+// ignores those changes, and the operator must be told they wait for a
+// restart. Tokens are read from the environment at start-up and are not
+// compared.
+func (f *File) RestartChanges(next *File) []string {
+	var out []string
+	a, b := reflect.ValueOf(*f), reflect.ValueOf(*next)
+	t := a.Type()
+	for i := range t.NumField() {
+		key, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		if slices.Contains(Reloadable, key) {
+			continue
+		}
+		if !reflect.DeepEqual(a.Field(i).Interface(), b.Field(i).Interface()) {
+			out = append(out, key)
+		}
+	}
+	return out
 }
 
 // APIVersions are the Intercom API versions the adapter supports.

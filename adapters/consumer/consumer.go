@@ -42,6 +42,7 @@ var errRetry = errors.New("retry later")
 
 // Consumer runs the Watermill router over the durable pull consumer.
 type Consumer struct {
+	nc       *nats.Conn
 	cfg      Config
 	router   *message.Router
 	sub      *wmjs.Subscriber
@@ -70,7 +71,7 @@ func New(nc *nats.Conn, cfg Config, h Handler, log *slog.Logger, routerDecorator
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	c := &Consumer{cfg: cfg, handler: h, log: log}
+	c := &Consumer{nc: nc, cfg: cfg, handler: h, log: log}
 	// Watermill's subscriber logs every message at Info; that is Debug
 	// for us.
 	wmLog := quietAcks{watermill.NewSlogLoggerWithLevelMapping(log.With("component", "watermill"),
@@ -146,6 +147,17 @@ func (c *Consumer) Run(ctx context.Context) error {
 	case <-time.After(c.cfg.DrainTimeout):
 		c.log.Warn("drain timeout: unfinished messages will be redelivered after AckWait", "in_flight", c.busy.Load())
 	}
+	// Stop pulling before the router closes the subscriber: draining the
+	// connection hands every message already delivered to this process to
+	// a handler, which gives it back, and lets every pull callback finish.
+	// watermill-nats v2.1.3 would otherwise close its output channel while
+	// a callback may still send on it (a data race, and a possible "send
+	// on closed channel" panic), and drop buffered messages without a NAK.
+	if err := c.nc.Drain(); err == nil {
+		for deadline := time.Now().Add(5 * time.Second); !c.nc.IsClosed() && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 	err := c.router.Close()
 	if rerr := <-errc; err == nil {
 		err = rerr
@@ -165,7 +177,12 @@ func (c *Consumer) handle(msg *message.Message) error {
 	if c.draining.Load() {
 		c.gate.Unlock()
 		if delivery != nil {
-			_ = delivery.Nak() // hand it back at once: another replica can take it
+			// Hand it back, not to be redelivered before this drain is
+			// over: an immediate NAK comes straight back to this
+			// process's pull loops and burns the message's deliveries
+			// towards MaxDeliver, after which the server never
+			// delivers it again.
+			_ = delivery.NakWithDelay(c.handBackDelay())
 		}
 		return errRetry
 	}
@@ -232,15 +249,19 @@ func (c *Consumer) settle(d jetstream.Msg, attempt int, v app.Verdict) {
 	}
 }
 
+// handBackDelay is how long a message handed back while draining stays
+// away: long enough that this process's idle pull loops do not take it
+// again and again, short enough that another replica soon does.
+func (c *Consumer) handBackDelay() time.Duration { return min(c.cfg.DrainTimeout, 5*time.Second) }
+
 // retryDelay spaces redeliveries: exponential from RetryDelay with ±20 %
-// jitter, capped at MaxRetryDelay; zero while draining so another replica
-// takes the message at once. It never terminates a message: the
-// application dead-letters at its attempt cap.
+// jitter, capped at MaxRetryDelay; handBackDelay while draining. It never
+// terminates a message: the application dead-letters at its attempt cap.
 type retryDelay struct{ c *Consumer }
 
 func (d retryDelay) WaitTime(delivered uint64) time.Duration {
 	if d.c.draining.Load() {
-		return 0
+		return d.c.handBackDelay()
 	}
 	cfg := d.c.cfg
 	delay := cfg.RetryDelay
@@ -280,6 +301,10 @@ func (u unmarshaler) Unmarshal(msg jetstream.Msg) (*message.Message, error) {
 type quietAcks struct{ watermill.LoggerAdapter }
 
 func (q quietAcks) Error(msg string, err error, fields watermill.LogFields) {
+	if errors.Is(err, nats.ErrConnectionClosed) && msg == "Failed to close subscriber" {
+		q.Debug(msg+": the consumer drained its connection first", fields)
+		return
+	}
 	if errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
 		q.Debug(msg+": already acknowledged", fields)
 		return

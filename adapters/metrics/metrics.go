@@ -18,6 +18,10 @@ import (
 
 const namespace = "referrer_sync"
 
+// LabelAll is the campaign label of every series when campaign labels are
+// turned off (see CampaignLabels).
+const LabelAll = "_all"
+
 // Metrics holds the service's collectors on one registry.
 type Metrics struct {
 	Registry *prometheus.Registry
@@ -34,14 +38,27 @@ type Metrics struct {
 	ackPending   prometheus.Gauge
 	reloads      *prometheus.CounterVec
 	generation   prometheus.Gauge
+	configInfo   *prometheus.GaugeVec
+	dryRun       *prometheus.CounterVec
+
+	campaignLabels bool
 }
+
+// Option adjusts New.
+type Option func(*Metrics)
+
+// CampaignLabels, when false, replaces every campaign label value with
+// LabelAll. Campaign ids are bounded by the configuration already; this is
+// for deployments where one series per campaign is still too many.
+func CampaignLabels(on bool) Option { return func(m *Metrics) { m.campaignLabels = on } }
 
 // New registers the collectors, plus the Go and process collectors, on a
 // fresh registry.
-func New(version string) *Metrics {
+func New(version string, opts ...Option) *Metrics {
 	reg := prometheus.NewRegistry()
 	m := &Metrics{
-		Registry: reg,
+		Registry:       reg,
+		campaignLabels: true,
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "events_total",
 			Help: "Messages by final outcome. Every message ends in exactly one outcome; reason is set for dead letters.",
@@ -94,6 +111,14 @@ func New(version string) *Metrics {
 		Help: "Generation of the campaign settings in use: 1 at start, +1 per successful reload.",
 	})
 	m.generation.Set(1)
+	m.configInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "config_info",
+		Help: "Always 1; sha256 is the first 12 hex digits of the SHA-256 of the configuration file last loaded, so replicas running different files can be told apart.",
+	}, []string{"sha256"})
+	m.dryRun = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "dry_run_events_total",
+		Help: "Dry run only (run --dry-run): what would have happened to each message (would_create, would_update, would_skip, would_dead_letter, nothing, duplicate, unconfigured). Nothing was written.",
+	}, []string{"campaign", "action", "outcome", "reason"})
 	m.reloads.WithLabelValues("success") // both series exist from the start, for rate() and alerts
 	m.reloads.WithLabelValues("failure")
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -101,14 +126,25 @@ func New(version string) *Metrics {
 	}, []string{"version"})
 	buildInfo.WithLabelValues(version).Set(1)
 	reg.MustRegister(m.events, m.retries, m.processing, m.crmRequests, m.crmDuration, m.crmRemaining, buildInfo,
-		m.deadLetters, m.duplicates, m.pending, m.ackPending, m.reloads, m.generation,
+		m.deadLetters, m.duplicates, m.pending, m.ackPending, m.reloads, m.generation, m.configInfo, m.dryRun,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, o := range opts {
+		o(m)
+	}
 	return m
+}
+
+// campaign returns the label value for a campaign.
+func (m *Metrics) campaign(c string) string {
+	if !m.campaignLabels {
+		return LabelAll
+	}
+	return c
 }
 
 // Outcome implements ports.Metrics.
 func (m *Metrics) Outcome(campaign string, action domain.Action, outcome domain.Outcome, reason string) {
-	m.events.WithLabelValues(campaign, string(action), string(outcome), reason).Inc()
+	m.events.WithLabelValues(m.campaign(campaign), string(action), string(outcome), reason).Inc()
 	switch outcome {
 	case domain.OutcomeDeadLettered:
 		m.deadLetters.WithLabelValues(reason).Inc()
@@ -135,6 +171,24 @@ func (m *Metrics) Reload(ok bool) {
 	m.generation.Inc()
 }
 
+// ConfigLoaded records the SHA-256 (hex) of the configuration file in use,
+// at start-up and after each successful reload.
+func (m *Metrics) ConfigLoaded(sha256Hex string) {
+	if len(sha256Hex) > 12 {
+		sha256Hex = sha256Hex[:12]
+	}
+	m.configInfo.Reset()
+	m.configInfo.WithLabelValues(sha256Hex).Set(1)
+}
+
+// DryRun counts what a dry run would have done with a message. It is a
+// counter of its own, so a dry run never shows up in the service's
+// outcome, dead-letter or duplicate series that dashboards and alerts sum
+// across instances.
+func (m *Metrics) DryRun(campaign string, action domain.Action, outcome domain.Outcome, reason string) {
+	m.dryRun.WithLabelValues(m.campaign(campaign), string(action), string(outcome), reason).Inc()
+}
+
 // Gauges registers gauges whose values are read at scrape time: messages
 // being processed in this process, and readiness (1 ready, 0 not).
 func (m *Metrics) Gauges(inFlight func() float64, ready func() bool) {
@@ -157,7 +211,7 @@ func (m *Metrics) Gauges(inFlight func() float64, ready func() bool) {
 
 // Retry implements ports.Metrics.
 func (m *Metrics) Retry(campaign, cause string) {
-	m.retries.WithLabelValues(campaign, cause).Inc()
+	m.retries.WithLabelValues(m.campaign(campaign), cause).Inc()
 }
 
 // Processed implements ports.Metrics.

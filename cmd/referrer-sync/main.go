@@ -4,7 +4,7 @@
 //
 // Usage:
 //
-//	referrer-sync run --config FILE          run the service
+//	referrer-sync run --config FILE          run the service (--dry-run: report only)
 //	referrer-sync validate --config FILE     check a configuration file
 //	referrer-sync publish --config FILE --file EVENT.json
 //	referrer-sync demo [--keep-running]      everything embedded, sample events
@@ -29,11 +29,13 @@ import (
 const usage = `referrer-sync turns referrer.joined events on NATS JetStream into CRM contacts, exactly once.
 
 Commands:
-  run --config FILE                    run the service
+  run --config FILE [--dry-run]        run the service; --dry-run reports what it would do and writes nothing
   validate --config FILE               check a configuration file and print every problem
   publish --config FILE --file EVENT   publish a CloudEvents JSON file to the configured subject
+  dlq list|show|replay --config FILE   inspect dead letters, or replay them to the subject (dlq -h)
   demo [--keep-running]                run everything embedded with sample events and print the outcomes
   intercom-emulator --listen ADDR      run the Intercom API emulator
+  bench [--json] [--events N] [--quick]  measure throughput, latency, memory and rate limits (README: Performance)
 
 Run "referrer-sync COMMAND -h" for a command's flags.
 `
@@ -60,8 +62,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdValidate(rest, stdout)
 	case "publish":
 		err = cmdPublish(ctx, rest, stdout)
+	case "dlq":
+		err = cmdDLQ(ctx, rest, stdout, stderr)
 	case "demo":
 		err = cmdDemo(ctx, rest, stdout, stderr)
+	case "bench":
+		err = cmdBench(ctx, rest, stdout, stderr)
 	case "intercom-emulator":
 		err = cmdEmulator(ctx, rest, stderr)
 	case "-h", "--help", "help":
@@ -95,17 +101,28 @@ func (e usageError) Unwrap() error { return e.err }
 
 // loadConfig reads and validates a file, printing every problem at once.
 func loadConfig(path string) (*config.File, error) {
+	f, _, err := loadConfigHash(path)
+	return f, err
+}
+
+// loadConfigHash is loadConfig that also returns the SHA-256 (hex) of the
+// bytes the configuration was parsed from, which reloads compare against.
+func loadConfigHash(path string) (*config.File, string, error) {
 	if path == "" {
-		return nil, usageError{errors.New("--config FILE is required")}
+		return nil, "", usageError{errors.New("--config FILE is required")}
 	}
-	f, err := config.Load(path)
+	b, err := os.ReadFile(path) //nolint:gosec // G304: the operator names the configuration file
 	if err != nil {
-		return nil, usageError{err}
+		return nil, "", usageError{fmt.Errorf("config: %w", err)}
+	}
+	f, err := config.Parse(b)
+	if err != nil {
+		return nil, "", usageError{err}
 	}
 	if err := f.Validate(); err != nil {
-		return nil, usageError{fmt.Errorf("%s is invalid:\n  %s", path, strings.ReplaceAll(err.Error(), "\n", "\n  "))}
+		return nil, "", usageError{fmt.Errorf("%s is invalid:\n  %s", path, strings.ReplaceAll(err.Error(), "\n", "\n  "))}
 	}
-	return f, nil
+	return f, contentHash(b), nil
 }
 
 func newLogger(w io.Writer, l config.Log) *slog.Logger {
@@ -126,12 +143,19 @@ func newLogger(w io.Writer, l config.Log) *slog.Logger {
 }
 
 func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
+	// SIGHUP reloads the campaign settings. It is caught before anything
+	// else: its default action would end the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	path := fs.String("config", "", "configuration file (YAML)")
+	path := fs.String("config", "", "configuration file (YAML); its campaign settings reload on SIGHUP and when it changes")
+	dryRun := fs.Bool("dry-run", false, "consume with the durable <nats.consumer>-dry-run and only log and count (referrer_sync_dry_run_events_total) what would happen; CRM reads only, no ledger or dead-letter writes")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
-	f, err := loadConfig(*path)
+	f, sum, err := loadConfigHash(*path)
 	if err != nil {
 		return err
 	}
@@ -139,7 +163,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	for _, w := range f.Warnings() {
 		log.Warn(w)
 	}
-	in, err := start(ctx, f, options{logger: log})
+	in, err := start(ctx, f, options{logger: log, configPath: *path, configHash: sum, reload: hup, dryRun: *dryRun})
 	if err != nil {
 		return err
 	}

@@ -37,12 +37,23 @@ type options struct {
 	// observe, if set, sees every verdict (the demo prints them; tests
 	// wait on them).
 	observe func(app.Message, app.Verdict)
+	// configPath, if set, is the file the configuration came from: run
+	// reloads its campaign settings when its content changes and on each
+	// value from reload (SIGHUP). configHash is the SHA-256 (hex) of the
+	// bytes the configuration was parsed from.
+	configPath string
+	configHash string
+	reload     <-chan os.Signal
+	// dryRun consumes with a durable of its own and only reports what it
+	// would do (see dryrun.go).
+	dryRun bool
 }
 
 // instance is one running referrer-sync: everything wired, nothing else.
 type instance struct {
 	log      *slog.Logger
 	file     *config.File
+	opt      options
 	consCfg  consumer.Config
 	server   *embedded.Server
 	nc       *nats.Conn // ledger, dead letters, provisioning
@@ -51,6 +62,7 @@ type instance struct {
 	ledger   *ledger.Ledger
 	metrics  *metrics.Metrics
 	svc      *app.Service
+	clients  map[string]*intercom.Client
 	consumer *consumer.Consumer
 	httpSrv  *http.Server
 	httpLn   net.Listener
@@ -63,7 +75,7 @@ type instance struct {
 // releases whatever it had started.
 func start(ctx context.Context, f *config.File, opt options) (in *instance, err error) {
 	log := opt.logger
-	in = &instance{log: log, file: f}
+	in = &instance{log: log, file: f, opt: opt}
 	defer func() {
 		if err != nil {
 			in.close()
@@ -120,36 +132,65 @@ func start(ctx context.Context, f *config.File, opt options) (in *instance, err 
 		AckWait:           time.Duration(f.NATS.AckWait),
 		RetryDelay:        time.Duration(f.Retry.InitialDelay),
 		MaxRetryDelay:     time.Duration(f.Retry.MaxDelay),
+		DrainTimeout:      time.Duration(f.NATS.DrainTimeout),
 	}.WithDefaults()
 	maxAttempts := f.Retry.MaxAttempts
 	if maxAttempts == 0 {
 		maxAttempts = 5
 	}
-	in.consCfg.MaxDeliver = maxAttempts + 5 // server backstop above the application's own cap
-	if err = consumer.Provision(ctx, in.js, in.consCfg); err != nil {
-		return in, err
-	}
+	// The server's backstop sits above the application's own caps (failed
+	// attempts, and deliveries per attempt for waits), so it never stops
+	// a message the application still means to finish.
+	in.consCfg.MaxDeliver = maxAttempts*app.DeliveriesPerAttempt + 10
 	lease := time.Duration(f.Ledger.Lease)
 	if lease == 0 {
 		lease = in.consCfg.AckWait * 2
 	}
-	if in.ledger, err = ledger.New(ctx, in.js, ledger.Config{
-		Bucket: f.Ledger.Bucket, Replicas: f.Ledger.Replicas, TTL: time.Duration(f.Ledger.TTL), Lease: lease,
-	}); err != nil {
-		return in, err
+	ledgerCfg := ledger.Config{Bucket: f.Ledger.Bucket, Replicas: f.Ledger.Replicas, TTL: time.Duration(f.Ledger.TTL), Lease: lease}
+	var (
+		led    ports.Ledger
+		people ports.People
+		dlq    ports.DeadLetters
+	)
+	if opt.dryRun {
+		in.consCfg.Consumer += dryRunSuffix
+		if err = provisionDryRun(ctx, in.js, in.consCfg); err != nil {
+			return in, err
+		}
+		var ro readOnlyLedger
+		if ro, err = openLedgerReadOnly(ctx, in.js, ledgerCfg); err != nil {
+			return in, err
+		}
+		led, people, dlq = ro, ro, refuseDeadLetters{}
+	} else {
+		if err = consumer.Provision(ctx, in.js, in.consCfg); err != nil {
+			return in, err
+		}
+		if in.ledger, err = ledger.New(ctx, in.js, ledgerCfg); err != nil {
+			return in, err
+		}
+		led, people, dlq = in.ledger, in.ledger, consumer.NewDeadLetters(in.js, in.consCfg)
 	}
 
-	in.metrics = metrics.New(version)
-	crms, clients, err := in.connections(f)
+	in.metrics = metrics.New(version, metrics.CampaignLabels(f.Metrics.CampaignLabelsEnabled()))
+	if opt.configHash != "" {
+		in.metrics.ConfigLoaded(opt.configHash)
+	}
+	crms, err := in.connections(f)
 	if err != nil {
 		return in, err
+	}
+	if opt.dryRun {
+		for name, crm := range crms {
+			crms[name] = readOnlyCRM{crm}
+		}
 	}
 	if in.svc, err = app.New(app.Config{
 		Catalog:     f.Catalog(),
 		CRMs:        crms,
-		Ledger:      in.ledger,
-		People:      in.ledger,
-		DeadLetters: consumer.NewDeadLetters(in.js, in.consCfg),
+		Ledger:      led,
+		People:      people,
+		DeadLetters: dlq,
 		Metrics:     in.metrics,
 		Logger:      log.With("component", "app"),
 		MaxAttempts: maxAttempts,
@@ -157,13 +198,18 @@ func start(ctx context.Context, f *config.File, opt options) (in *instance, err 
 	}); err != nil {
 		return in, err
 	}
-	if err = in.verify(ctx, f, clients); err != nil {
+	if err = in.verify(ctx, f); err != nil {
 		return in, err
 	}
 
 	var h consumer.Handler = in.svc
+	if opt.dryRun {
+		h = dryRunHandler{svc: in.svc, metrics: in.metrics, log: log.With("component", "dry_run")}
+		log.Warn("dry run: nothing is written to the CRM, the ledger or the dead-letter stream; outcomes are logged and counted in referrer_sync_dry_run_events_total",
+			"consumer", in.consCfg.Consumer)
+	}
 	if opt.observe != nil {
-		h = observed{h: in.svc, fn: opt.observe}
+		h = observed{h: h, fn: opt.observe}
 	}
 	wm := wmmetrics.NewPrometheusMetricsBuilder(in.metrics.Registry, "referrer_sync", "watermill")
 	if in.consumer, err = consumer.New(in.consNC, in.consCfg, h, log.With("component", "consumer"),
@@ -192,10 +238,12 @@ func searchLags(f *config.File) map[string]time.Duration {
 	return out
 }
 
-// connections builds one CRM client per configured connection.
-func (in *instance) connections(f *config.File) (map[string]ports.CRM, map[string]*intercom.Client, error) {
+// connections builds one CRM client per configured connection; in.clients
+// keeps them for start-up checks and reloads.
+func (in *instance) connections(f *config.File) (map[string]ports.CRM, error) {
 	crms := map[string]ports.CRM{}
 	clients := map[string]*intercom.Client{}
+	in.clients = clients
 	var errs []error
 	for name, c := range f.Connections {
 		token, err := c.Token()
@@ -220,21 +268,30 @@ func (in *instance) connections(f *config.File) (map[string]ports.CRM, map[strin
 		}
 		crms[name], clients[name] = cl, cl
 	}
-	return crms, clients, errors.Join(errs...)
+	return crms, errors.Join(errs...)
 }
 
 // verify checks each connection's token with the CRM and warns about custom
 // attributes the campaigns map but the workspace lacks (those creates would
-// be refused and dead-lettered).
-func (in *instance) verify(ctx context.Context, f *config.File, clients map[string]*intercom.Client) error {
+// be refused and dead-lettered). A dry run only reads: it reports a missing
+// marker attribute instead of creating it.
+func (in *instance) verify(ctx context.Context, f *config.File) error {
 	var errs []error
-	for name, cl := range clients {
+	for name, cl := range in.clients {
 		vctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		_, err := cl.Me(vctx)
 		if err == nil {
 			var attrs []intercom.Attribute
 			attrs, err = cl.Attributes(vctx)
-			if err == nil {
+			switch {
+			case err != nil:
+			case in.opt.dryRun:
+				in.warnMissingAttributes(f, name, attrs)
+				if !slices.ContainsFunc(attrs, func(a intercom.Attribute) bool { return a.Name == f.Connections[name].Marker() }) {
+					in.log.Info("dry run: the marker attribute does not exist in the CRM workspace; the service creates it at start-up",
+						"connection", name, "attribute", f.Connections[name].Marker())
+				}
+			default:
 				in.warnMissingAttributes(f, name, attrs)
 				err = in.ensureMarker(vctx, name, f.Connections[name], cl, attrs)
 			}
@@ -271,6 +328,22 @@ func (in *instance) ensureMarker(ctx context.Context, name string, c config.Conn
 	}
 	in.log.Info("created the marker attribute in the CRM workspace", "connection", name, "attribute", c.Marker())
 	return nil
+}
+
+// checkAttributes repeats start-up's check of mapped custom attributes
+// against each workspace, for settings loaded later. Failures to ask are
+// logged, not fatal: the settings are in force either way.
+func (in *instance) checkAttributes(ctx context.Context, f *config.File) {
+	for name, cl := range in.clients {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		attrs, err := cl.Attributes(actx)
+		cancel()
+		if err != nil {
+			in.log.Warn("could not list the CRM workspace's data attributes to check the new settings", "connection", name, "error", err)
+			continue
+		}
+		in.warnMissingAttributes(f, name, attrs)
+	}
 }
 
 func (in *instance) warnMissingAttributes(f *config.File, conn string, attrs []intercom.Attribute) {
@@ -316,23 +389,33 @@ func (in *instance) ready() error {
 }
 
 // run serves until ctx is cancelled, then shuts down in order: stop taking
-// messages and drain in-flight ones, stop HTTP, close connections.
+// messages and drain in-flight ones (for up to nats.drain_timeout), stop
+// HTTP, close connections. /metrics and /readyz (503 "draining") are served
+// until the drain is over.
 func (in *instance) run(ctx context.Context) error {
 	httpErr := make(chan error, 1)
 	go func() { httpErr <- in.httpSrv.Serve(in.httpLn) }()
 	in.log.Info("referrer-sync running", "version", version, "metrics", "http://"+in.httpLn.Addr().String()+"/metrics",
-		"stream", in.consCfg.Stream, "subject", in.consCfg.Subject, "consumer", in.consCfg.Consumer, "workers", in.consCfg.Workers)
+		"stream", in.consCfg.Stream, "subject", in.consCfg.Subject, "consumer", in.consCfg.Consumer, "workers", in.consCfg.Workers,
+		"drain_timeout", in.consCfg.DrainTimeout, "dry_run", in.opt.dryRun)
 
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go in.pollConsumer(cctx, 5*time.Second)
+	go in.pollConsumer(cctx, durationOr(in.file.Metrics.ConsumerPollInterval, 5*time.Second))
+	if in.opt.configPath != "" {
+		r := newReloader(in)
+		go r.run(cctx, durationOr(in.file.Reload.PollInterval, 5*time.Second), in.opt.reload)
+	}
 	consErr := make(chan error, 1)
 	go func() { consErr <- in.consumer.Run(cctx) }()
 	var err error
 	select {
 	case <-ctx.Done():
 		in.stopping.Store(true)
+		began := time.Now()
+		in.log.Info("shutting down: draining in-flight messages", "in_flight", in.consumer.Busy(), "drain_timeout", in.consCfg.DrainTimeout)
 		err = <-consErr
+		in.log.Info("drained", "took", time.Since(began).Round(time.Millisecond))
 	case err = <-consErr:
 		in.stopping.Store(true)
 	case err = <-httpErr:
@@ -385,6 +468,14 @@ func (in *instance) close() {
 	if in.storeTmp != "" {
 		_ = os.RemoveAll(in.storeTmp)
 	}
+}
+
+// durationOr returns d, or def when d is unset.
+func durationOr(d config.Duration, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return time.Duration(d)
 }
 
 // addr is the address the HTTP listener is bound to.

@@ -1,0 +1,127 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/referrer-sync/referrer-sync/domain"
+)
+
+// smokeOptions run every configuration with a few hundred events and a
+// short emulator latency, so the whole harness runs in seconds even under
+// the race detector. The rate-limit measurements need whole 10-second
+// windows and are left to `referrer-sync bench`.
+func smokeOptions() Options {
+	return Options{
+		Events: 300, Workers: 4, Latency: 2 * time.Millisecond, LatencyWorkers: []int{1, 8, 32, 128},
+		LatencySeconds: 0.3, FlatFrom: 100, FlatTo: 400,
+	}
+}
+
+// TestSmoke runs the harness end to end and checks that its results are
+// well-formed and that every event of every configuration was processed.
+// It asserts nothing about speed.
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a JetStream server and runs every configuration")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	opt := smokeOptions()
+	rep, err := Run(ctx, opt)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	wantNames := []string{NameBaseline, NamePipeline, NamePipelineLedger, NameEmulator}
+	for _, w := range opt.LatencyWorkers {
+		wantNames = append(wantNames, latencyName(opt.Latency, w))
+	}
+	if len(rep.Results) != len(wantNames) {
+		t.Fatalf("%d results, want %d (%v)", len(rep.Results), len(wantNames), wantNames)
+	}
+	for i, r := range rep.Results {
+		t.Run(r.Name, func(t *testing.T) {
+			if r.Name != wantNames[i] {
+				t.Errorf("result %d is %q, want %q", i, r.Name, wantNames[i])
+			}
+			if latency := strings.HasPrefix(r.Name, "emulator_"); latency {
+				if r.Ideal <= 0 || r.Requested < 50 || r.Requested > opt.Events {
+					t.Errorf("Ideal = %v, Requested = %d; want the latency-bound rate and 50 to %d events", r.Ideal, r.Requested, opt.Events)
+				}
+			} else if r.Requested != opt.Events {
+				t.Errorf("Requested = %d, want %d", r.Requested, opt.Events)
+			}
+			if r.Events != r.Requested {
+				t.Errorf("Events = %d, want %d: every event must reach an outcome", r.Events, r.Requested)
+			}
+			total := 0
+			for _, n := range r.Outcomes {
+				total += n
+			}
+			if total != r.Events {
+				t.Errorf("outcomes %v add up to %d, want %d", r.Outcomes, total, r.Events)
+			}
+			if r.Outcomes[string(domain.OutcomeDeadLettered)] != 0 {
+				t.Errorf("%d events dead-lettered; the mix has no bad events", r.Outcomes[string(domain.OutcomeDeadLettered)])
+			}
+			for name, v := range map[string]float64{
+				"EventsPerSec": r.EventsPerSec, "RatioToBaseline": r.RatioToBaseline, "P50ms": r.P50ms, "P99ms": r.P99ms,
+				"CPUusPerEvent": r.CPUusPerEvent, "PeakRSSMB": r.PeakRSSMB, "ServiceP50ms": r.ServiceP50ms,
+			} {
+				if !(v > 0) {
+					t.Errorf("%s = %v, want > 0", name, v)
+				}
+			}
+			if r.P99ms < r.P50ms || r.ServiceP99ms < r.ServiceP50ms {
+				t.Errorf("p99 below p50: %v < %v or %v < %v", r.P99ms, r.P50ms, r.ServiceP99ms, r.ServiceP50ms)
+			}
+			if strings.HasPrefix(r.Name, "emulator") && r.RequestsPerEvent < 1 {
+				t.Errorf("RequestsPerEvent = %v, want at least one request per event on average", r.RequestsPerEvent)
+			}
+		})
+	}
+	if rep.Results[0].RatioToBaseline != 1 {
+		t.Errorf("baseline ratio = %v, want 1", rep.Results[0].RatioToBaseline)
+	}
+	if m := rep.Memory; m == nil || m.From != opt.FlatFrom || m.To != opt.FlatTo || !(m.RSSFromMB > 0) || !(m.RSSToMB > 0) {
+		t.Errorf("Memory = %+v, want RSS read after %d and %d events", m, opt.FlatFrom, opt.FlatTo)
+	}
+
+	var js bytes.Buffer
+	if err := rep.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(js.String()), "\n")
+	if len(lines) != len(rep.Results) {
+		t.Fatalf("--json printed %d lines, want one per configuration (%d)", len(lines), len(rep.Results))
+	}
+	for _, line := range lines {
+		var obj map[string]any
+		if err := json.Unmarshal([]byte(line), &obj); err != nil {
+			t.Fatalf("--json line %q: %v", line, err)
+		}
+		keys := []string{"name", "events", "events_per_sec", "ratio_to_baseline", "p50_ms", "p99_ms", "cpu_us_per_event", "peak_rss_mb"}
+		if len(obj) != len(keys) {
+			t.Errorf("--json object has keys %v, want exactly %v", obj, keys)
+		}
+		for _, k := range keys {
+			if _, ok := obj[k]; !ok {
+				t.Errorf("--json object %s lacks %q", line, k)
+			}
+		}
+	}
+	var table bytes.Buffer
+	if err := rep.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range wantNames {
+		if !strings.Contains(table.String(), name) {
+			t.Errorf("table lacks %s:\n%s", name, table.String())
+		}
+	}
+	t.Logf("\n%s", table.String())
+}
