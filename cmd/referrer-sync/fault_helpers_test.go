@@ -898,7 +898,7 @@ func newFaultCluster(t *testing.T, ctx context.Context, dir string, replicas int
 		natsURL, emuURL := c.nats.url(), c.hs.URL
 		r := &faultReplica{
 			idx: i, port: port, bin: bin, env: env, onExit: c.recordExit,
-			config: func(port int) string { return faultReplicaConfig(natsURL, emuURL, port) },
+			config:  func(port int) string { return faultReplicaConfig(natsURL, emuURL, port) },
 			cfgPath: filepath.Join(dir, fmt.Sprintf("replica-%d.yaml", i)),
 			logPath: filepath.Join(dir, fmt.Sprintf("replica-%d.log", i)),
 		}
