@@ -48,7 +48,11 @@ const (
 	rateLimitJitter      = 250 * time.Millisecond
 	maxRateLimitRetries  = 10
 	backoffBase          = 200 * time.Millisecond
-	backoffCap           = 5 * time.Second
+	// maxIdleConnsPerHost keeps a connection per worker open between
+	// requests; above the service's worker counts in practice (8 by
+	// default, a few dozen when the CRM is slow).
+	maxIdleConnsPerHost = 256
+	backoffCap          = 5 * time.Second
 )
 
 // Client is the Intercom implementation of ports.CRM for one workspace. It
@@ -66,8 +70,9 @@ type Client struct {
 	now   func() time.Time
 	sleep func(ctx context.Context, d time.Duration) error
 
-	mu sync.Mutex
-	rl rateState
+	mu    sync.Mutex
+	rl    rateState
+	pacer pacer
 }
 
 var _ ports.CRM = (*Client)(nil)
@@ -89,8 +94,14 @@ func New(cfg Config) (*Client, error) {
 	minor, _ := parseVersion(cfg.APIVersion) // validated above
 	hc := cfg.HTTPClient
 	if hc == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		// Every worker may have a request to the one host in flight. With
+		// the default of two idle connections per host, the others are
+		// closed after each response and the next request pays a new
+		// TCP and TLS handshake, a round trip or two more to Intercom.
+		tr.MaxIdleConnsPerHost = maxIdleConnsPerHost
 		hc = &http.Client{
-			Transport: http.DefaultTransport.(*http.Transport).Clone(),
+			Transport: tr,
 			// Intercom's API does not redirect. Following one would turn a
 			// POST into a GET or send the request somewhere unexpected.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -202,15 +213,35 @@ func (c *Client) send(ctx context.Context, k call) (response, error) {
 		if err := ctx.Err(); err != nil {
 			return response{}, &ports.Error{Op: k.op, Kind: ports.Transient, Err: err}
 		}
-		// The last response said the window is spent: wait for it rather
-		// than spend a request on a certain 429.
-		if d, ok := c.windowWait(); ok {
-			if err := waitRateLimit(d, nil); err != nil {
-				return response{}, err
+		// Take a turn in the connection's pacing: spread over the window,
+		// never a request the window has no room for. A turn beyond what
+		// the call may still wait is refused at once, with when to come
+		// back, so that the caller's worker is not held.
+		read := k.method == http.MethodGet || k.op == OpSearch
+		wait, ok := c.pacer.admit(c.now(), c.cfg.MaxRateLimitWait-rlWaited, read)
+		if !ok {
+			return response{}, c.rateLimited(k.op, wait, nil)
+		}
+		if wait > 0 {
+			if pastDeadline(ctx, wait) {
+				c.pacer.withdraw()
+				return response{}, c.rateLimited(k.op, wait, nil)
 			}
+			rlWaited += wait
+			if err := c.sleep(ctx, wait); err != nil {
+				c.pacer.withdraw()
+				pe := c.rateLimited(k.op, wait, nil)
+				pe.Err = err
+				return response{}, pe
+			}
+		}
+		if wait > 0 && c.pacer.spent(c.now()) {
+			c.pacer.withdraw()
 			continue
 		}
+		c.pacer.sent()
 		res, sent, err := c.attempt(ctx, k)
+		c.pacer.answered()
 		if err != nil {
 			pe := &ports.Error{Op: k.op, Kind: ports.Transient, Err: c.scrubErr(err)}
 			if sent && k.policy == unsentOnly {
@@ -361,31 +392,16 @@ func (c *Client) recordRateLimit(h http.Header) {
 	if limitEnd := c.now().Add(maxResetWait); windowEnd.After(limitEnd) {
 		windowEnd = limitEnd
 	}
+	if rerr != nil {
+		remaining = -1 // unknown: never wait on it
+	}
 	c.mu.Lock()
 	c.rl = rateState{known: true, limit: limit, remaining: remaining, reset: windowEnd}
-	if rerr != nil {
-		c.rl.remaining = -1 // unknown: never wait on it
-	}
 	c.mu.Unlock()
+	c.pacer.observe(limit, remaining, windowEnd)
 	if c.rlHook != nil {
-		c.rlHook(limit, remaining, reset)
+		c.rlHook(limit, max(remaining, 0), reset)
 	}
-}
-
-// windowWait returns how long to wait before sending when the latest
-// response said the window is spent.
-func (c *Client) windowWait() (time.Duration, bool) {
-	c.mu.Lock()
-	rl := c.rl
-	c.mu.Unlock()
-	if !rl.known || rl.remaining != 0 || rl.reset.IsZero() {
-		return 0, false
-	}
-	d := rl.reset.Sub(c.now())
-	if d <= 0 {
-		return 0, false
-	}
-	return min(d, maxResetWait) + rand.N(rateLimitJitter), true
 }
 
 // resetWait is how long to wait after a 429: until X-RateLimit-Reset plus

@@ -82,10 +82,18 @@ type Config struct {
 	// applied) after 5xx, 408, timeouts and connection errors; default 4.
 	// Waiting out a 429 is bounded by MaxRateLimitWait instead.
 	MaxAttempts int
-	// MaxRateLimitWait bounds how long one call may wait for Intercom's
-	// rate-limit window to refill before returning a RateLimited error
-	// (default 15s). Intercom's windows are 10 seconds long, so the default
-	// lets a call ride out one exhausted window.
+	// MaxRateLimitWait bounds how long one call may wait for its turn in
+	// the connection's rate-limit pacing, or for an exhausted window to
+	// refill, before it returns a RateLimited error with RetryAfter set to
+	// when its turn would have come (default 15s). Requests are spread
+	// evenly over Intercom's 10-second window from the X-RateLimit-*
+	// headers, so the wait is the backlog of this connection's own callers.
+	//
+	// The default lets a call ride out one exhausted window, and holds the
+	// caller meanwhile. Where one process serves several workspaces, a
+	// budget of about a second keeps a throttled workspace from holding
+	// the workers the others need: its work is refused at once, to be
+	// parked and retried after RetryAfter.
 	MaxRateLimitWait time.Duration
 	// MarkerAttribute names a custom contact attribute of type string in
 	// which Create stores domain.Contact.Marker, and by which Find also

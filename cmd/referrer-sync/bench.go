@@ -17,7 +17,8 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print one JSON object per configuration instead of the table")
 	events := fs.Int("events", 0, "events per configuration (default 50000; 5000 with --quick)")
-	quick := fs.Bool("quick", false, "smaller counts and shorter rate-limit runs: about two minutes")
+	quick := fs.Bool("quick", false, "smaller counts and shorter rate-limit runs: about three minutes")
+	profile := fs.String("profile", "", "write a CPU profile of each configuration to `DIR`/NAME.pprof")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
@@ -34,7 +35,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *events > 0 {
 		opt.Events = *events
 	}
-	opt.Progress = stderr
+	opt.Progress, opt.ProfileDir = stderr, *profile
 	rep, err := bench.Run(ctx, opt)
 	if err != nil {
 		return err

@@ -71,8 +71,11 @@ type workspace struct {
 	// userByEmail indexes users (never leads) by lowercased email: the
 	// uniqueness Intercom enforces on create.
 	userByEmail map[string]*Contact
-	attrs       []*attribute // custom attributes, creation order
-	attrByName  map[string]*attribute
+	// byEmail indexes every contact by the fold key of its email, for
+	// search (see candidates).
+	byEmail    map[string][]*Contact
+	attrs      []*attribute // custom attributes, creation order
+	attrByName map[string]*attribute
 
 	winStart int64 // Unix seconds at which the current window began
 	winCount int
@@ -93,6 +96,7 @@ func newWorkspace(cfg Workspace, created time.Time) *workspace {
 		byID:        map[string]*Contact{},
 		byExt:       map[string]*Contact{},
 		userByEmail: map[string]*Contact{},
+		byEmail:     map[string][]*Contact{},
 		attrByName:  map[string]*attribute{},
 	}
 }
@@ -155,6 +159,7 @@ func (ws *workspace) unindex(c *Contact) {
 	if k := strings.ToLower(c.Email); c.Role == "user" && k != "" && ws.userByEmail[k] == c {
 		delete(ws.userByEmail, k)
 	}
+	ws.unindexEmail(c)
 }
 
 func (ws *workspace) index(c *Contact) {
@@ -165,6 +170,7 @@ func (ws *workspace) index(c *Contact) {
 	if c.Role == "user" && c.Email != "" {
 		ws.userByEmail[strings.ToLower(c.Email)] = c
 	}
+	ws.indexEmail(c)
 }
 
 // newID returns an id shaped like Intercom's: 4 bytes of Unix seconds, 5

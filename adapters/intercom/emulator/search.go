@@ -557,7 +557,7 @@ func (c *call) search() *response {
 		key any
 	}
 	var rows []row
-	for _, ct := range c.ws.contacts {
+	for _, ct := range c.ws.candidates(root) {
 		if now.Sub(ct.CreatedAt) < lag || !c.match(root, ct) {
 			continue
 		}

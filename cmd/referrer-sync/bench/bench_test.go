@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -124,4 +127,132 @@ func TestSmoke(t *testing.T) {
 		}
 	}
 	t.Logf("\n%s", table.String())
+}
+
+// shared is the one JetStream server the benchmarks of a `go test -bench`
+// run share, as the configurations of `referrer-sync bench` do, with the
+// baseline rate the others are compared with.
+var shared struct {
+	once     sync.Once
+	env      *Env
+	err      error
+	baseOnce sync.Once
+	baseline float64
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if shared.env != nil {
+		shared.env.Close()
+	}
+	os.Exit(code)
+}
+
+func benchEnv(b *testing.B) *Env {
+	b.Helper()
+	shared.once.Do(func() { shared.env, shared.err = NewEnv() })
+	if shared.err != nil {
+		b.Fatal(shared.err)
+	}
+	return shared.env
+}
+
+// baselineEvents is how many events the baseline the benchmarks' ratios
+// refer to consumes: enough for a steady rate.
+const baselineEvents = 20_000
+
+func baselineRate(b *testing.B, env *Env) float64 {
+	b.Helper()
+	shared.baseOnce.Do(func() {
+		if err := env.Publish(b.Context(), baselineEvents); err != nil {
+			b.Fatal(err)
+		}
+		r, err := env.runBaseline(b.Context(), NameBaseline, baselineEvents)
+		if err != nil {
+			b.Fatal(err)
+		}
+		shared.baseline = r.EventsPerSec
+	})
+	return shared.baseline
+}
+
+// runBenchmark consumes b.N events of the mix with run and reports the
+// harness's figures as metrics; ns/op is then the time per event.
+func runBenchmark(b *testing.B, run func(ctx context.Context, env *Env, n int) (Result, error)) {
+	env := benchEnv(b)
+	base := baselineRate(b, env)
+	if err := env.Publish(b.Context(), b.N); err != nil {
+		b.Fatal(err)
+	}
+	resetPeak()
+	b.ResetTimer()
+	r, err := run(b.Context(), env, b.N)
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if r.Events != b.N {
+		b.Fatalf("%d of %d events processed", r.Events, b.N)
+	}
+	b.ReportMetric(r.EventsPerSec, "events/s")
+	if base > 0 {
+		b.ReportMetric(r.EventsPerSec/base, "ratio_to_baseline")
+	}
+	b.ReportMetric(r.P50ms, "p50_ms")
+	b.ReportMetric(r.P99ms, "p99_ms")
+	b.ReportMetric(r.CPUusPerEvent, "cpu_us/event")
+	b.ReportMetric(float64(procStatus("VmHWM"))/(1<<20), "peak_rss_MB")
+	if r.RequestsPerEvent > 0 {
+		b.ReportMetric(r.RequestsPerEvent, "crm_req/event")
+	}
+	if r.Ideal > 0 {
+		b.ReportMetric(100*r.EventsPerSec/r.Ideal, "%_of_ideal")
+	}
+}
+
+func pipelineBenchmark(b *testing.B, sp spec) {
+	runBenchmark(b, func(ctx context.Context, env *Env, n int) (Result, error) {
+		sp.events = n
+		r, _, _, err := env.runPipeline(ctx, sp)
+		if sp.latency > 0 && r.RequestsPerEvent > 0 {
+			r.Ideal = float64(sp.workers) / sp.latency.Seconds() / r.RequestsPerEvent
+		}
+		return r, err
+	})
+}
+
+// BenchmarkBaseline is configuration (1): the raw jetstream pull consumer
+// with a double ack per message.
+func BenchmarkBaseline(b *testing.B) {
+	runBenchmark(b, func(ctx context.Context, env *Env, n int) (Result, error) {
+		return env.runBaseline(ctx, NameBaseline, n)
+	})
+}
+
+// BenchmarkPipeline is configuration (2): consumer adapter and app.Service
+// with an in-process no-op CRM, ledger off.
+func BenchmarkPipeline(b *testing.B) {
+	pipelineBenchmark(b, spec{name: NamePipeline, workers: DefaultOptions().Workers})
+}
+
+// BenchmarkPipelineLedger is configuration (3): (2) with the KV ledger.
+func BenchmarkPipelineLedger(b *testing.B) {
+	pipelineBenchmark(b, spec{name: NamePipelineLedger, workers: DefaultOptions().Workers, ledger: true})
+}
+
+// BenchmarkEmulator is configuration (4): (3) through the intercom adapter
+// to the emulator over loopback HTTP.
+func BenchmarkEmulator(b *testing.B) {
+	pipelineBenchmark(b, spec{name: NameEmulator, workers: DefaultOptions().Workers, ledger: true, crm: crmEmulator})
+}
+
+// BenchmarkLatency is configuration (5): (4) with 20 ms added to every
+// request, at each worker count.
+func BenchmarkLatency(b *testing.B) {
+	opt := DefaultOptions()
+	for _, w := range opt.LatencyWorkers {
+		b.Run(fmt.Sprintf("workers=%d", w), func(b *testing.B) {
+			pipelineBenchmark(b, spec{name: latencyName(opt.Latency, w), workers: w, ledger: true, crm: crmEmulator, latency: opt.Latency})
+		})
+	}
 }

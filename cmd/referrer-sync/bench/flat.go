@@ -17,6 +17,9 @@ type Flatness struct {
 	Ratio                  float64 // RSSToMB / RSSFromMB
 	Flat                   bool    // within 20 %
 	EventsPerSec, Duration float64
+	// Series is RSS (MiB) after every tenth of the run, to tell a trend
+	// from a passing bump.
+	Series []float64
 }
 
 // flatness runs configuration (2) over the first FlatTo events of the
@@ -34,12 +37,19 @@ func (e *Env) flatness(ctx context.Context, opt Options) (*Flatness, error) {
 		*rss = float64(procStatus("VmRSS")) / (1 << 20)
 		*heap = float64(heapObjects()) / (1 << 20)
 	}
+	step := max(opt.FlatTo/10, 1)
 	sp := spec{name: "flatness", events: opt.FlatTo, workers: opt.Workers, onDone: func(n int) {
 		switch n {
 		case opt.FlatFrom:
 			read(&f.RSSFromMB, &f.HeapFromMB)
 		case opt.FlatTo:
 			read(&f.RSSToMB, &f.HeapToMB)
+		}
+		if n%step == 0 {
+			rss := float64(procStatus("VmRSS")) / (1 << 20)
+			mu.Lock()
+			f.Series = append(f.Series, rss)
+			mu.Unlock()
 		}
 	}}
 	r, _, _, err := e.runPipeline(ctx, sp)

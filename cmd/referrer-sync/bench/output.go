@@ -35,7 +35,7 @@ func (r *Report) WriteJSON(w io.Writer) error {
 // and the targets.
 func (r *Report) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "configuration\tworkers\tevents\tevents/s\t× baseline\tp50 ms\tp99 ms\tsvc p50 ms\tsvc p99 ms\tcpu µs/event\tpeak RSS MiB\tCRM req/event\t% of ideal\t")
+	fmt.Fprintln(tw, "configuration\tworkers\tevents\tevents/s\t× baseline\tp50 ms\tp99 ms\tsvc p50 ms\tsvc p99 ms\tcpu µs/event\tpeak RSS MiB\tCRM req/event\t% of ideal\tretries\t")
 	for _, res := range r.Results {
 		workers, reqs, ideal := "-", "-", "-"
 		if res.Workers > 0 {
@@ -47,14 +47,31 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if res.Ideal > 0 {
 			ideal = fmt.Sprintf("%.0f%%", 100*res.EventsPerSec/res.Ideal)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.2f\t%.1f\t%.1f\t%.2f\t%.2f\t%.0f\t%.0f\t%s\t%s\t\n",
+		retries := 0
+		for _, n := range res.Retries {
+			retries += n
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.2f\t%.1f\t%.1f\t%.2f\t%.2f\t%.0f\t%.0f\t%s\t%s\t%d\t\n",
 			res.Name, workers, res.Events, res.EventsPerSec, res.RatioToBaseline, res.P50ms, res.P99ms,
-			res.ServiceP50ms, res.ServiceP99ms, res.CPUusPerEvent, res.PeakRSSMB, reqs, ideal)
+			res.ServiceP50ms, res.ServiceP99ms, res.CPUusPerEvent, res.PeakRSSMB, reqs, ideal, retries)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "\n%d × %s, %s, %s; %s in all.\n", r.Machine.CPUs, r.Machine.Model, r.Machine.GoVersion, r.Machine.OS, r.Elapsed.Round(time.Second))
+	var runs []string
+	for _, res := range r.Results {
+		if len(res.Runs) > 1 {
+			rates := make([]string, len(res.Runs))
+			for i, v := range res.Runs {
+				rates[i] = fmt.Sprintf("%.0f", v)
+			}
+			runs = append(runs, res.Name+" "+strings.Join(rates, ", "))
+		}
+	}
+	if len(runs) > 0 {
+		fmt.Fprintf(w, "Runs interleaved, the median shown; events/s of each run: %s.\n", strings.Join(runs, "; "))
+	}
 	if !r.PeakPerConfig {
 		fmt.Fprintln(w, "Peak RSS could not be reset between configurations: each peak is the process's so far.")
 	}
@@ -63,8 +80,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if !m.Flat {
 			verdict = "NOT flat (over 20%)"
 		}
-		fmt.Fprintf(w, "\nMemory (%s): RSS %.0f MiB after %d events, %.0f MiB after %d (×%.2f): %s. Go heap objects %.0f → %.0f MiB.\n",
-			m.Config, m.RSSFromMB, m.From, m.RSSToMB, m.To, m.Ratio, verdict, m.HeapFromMB, m.HeapToMB)
+		series := make([]string, len(m.Series))
+		for i, v := range m.Series {
+			series[i] = fmt.Sprintf("%.0f", v)
+		}
+		fmt.Fprintf(w, "\nMemory (%s): RSS %.0f MiB after %d events, %.0f MiB after %d (×%.2f): %s. Go heap objects %.0f → %.0f MiB. RSS after each tenth of the run: %s MiB.\n",
+			m.Config, m.RSSFromMB, m.From, m.RSSToMB, m.To, m.Ratio, verdict, m.HeapFromMB, m.HeapToMB, strings.Join(series, ", "))
 	}
 	if len(r.Calls) > 0 {
 		fmt.Fprintln(w, "\nCRM requests per event:")
@@ -100,12 +121,21 @@ func (r *Report) targets() []string {
 		}
 		return "MISSED"
 	}
+	var ceiling float64 // what (4) reaches with no latency: where CPU or broker binds
+	for _, res := range r.Results {
+		if res.Name == NameEmulator {
+			ceiling = res.EventsPerSec
+		}
+	}
 	for _, res := range r.Results {
 		switch {
 		case res.Name == NamePipeline:
 			out = append(out, fmt.Sprintf("(2)/(1) = %.2f, target ≥ %.2f: %s", res.RatioToBaseline, TargetPipeline, check(res.RatioToBaseline >= TargetPipeline)))
 		case res.Name == NamePipelineLedger:
 			out = append(out, fmt.Sprintf("(3)/(1) = %.2f, target ≥ %.2f: %s", res.RatioToBaseline, TargetLedger, check(res.RatioToBaseline >= TargetLedger)))
+		case res.Ideal > 0 && ceiling > 0 && res.Ideal*TargetLatency > ceiling:
+			out = append(out, fmt.Sprintf("%s: %.0f of an ideal %.0f events/s = %.0f%%; CPU/broker-bound: 90%% of the ideal is above the %.0f events/s (4) reaches with no latency at all; %.0f%% of that",
+				res.Name, res.EventsPerSec, res.Ideal, 100*res.EventsPerSec/res.Ideal, ceiling, 100*res.EventsPerSec/ceiling))
 		case res.Ideal > 0:
 			share := res.EventsPerSec / res.Ideal
 			out = append(out, fmt.Sprintf("%s: %.0f of an ideal %.0f events/s = %.0f%%, target ≥ %.0f%%: %s",

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -207,6 +206,15 @@ func (e *Env) runPipeline(ctx context.Context, sp spec) (Result, *runStats, []em
 		err = s.wait(ctx, want)
 	}
 	res := s.result(sp.name)
+	// Stopping a consumer whose workers have not all started leaves its
+	// router waiting out its close timeout (25 s) for handlers that never
+	// ran; a short run at 128 workers can finish first.
+	for _, r := range reps {
+		select {
+		case <-r.cons.Running():
+		case <-time.After(30 * time.Second):
+		}
+	}
 	stop()
 	for range reps {
 		if rerr := <-errc; rerr != nil && err == nil {
@@ -397,13 +405,3 @@ func (nopLedger) Lock(_ context.Context, conn, email string) (ports.Person, erro
 }
 func (nopLedger) Save(context.Context, *ports.Person) error  { return nil }
 func (nopLedger) Unlock(context.Context, ports.Person) error { return nil }
-
-// sortedKeys returns m's keys in order, for stable output.
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
