@@ -235,6 +235,8 @@ func (c *Client) send(ctx context.Context, k call) (response, error) {
 				return response{}, pe
 			}
 		}
+		// While this call waited, another replica may have spent what
+		// was left of the window: queue again rather than meet a 429.
 		if wait > 0 && c.pacer.spent(c.now()) {
 			c.pacer.withdraw()
 			continue
