@@ -22,7 +22,8 @@ const (
 	HeaderStreamSequence  = "Referrer-Sync-Stream-Sequence"
 	HeaderEventID         = "Referrer-Sync-Event-Id"
 	HeaderCampaign        = "Referrer-Sync-Campaign"
-	HeaderFailedAt        = "Referrer-Sync-Failed-At"
+	HeaderFailedAt        = "Referrer-Sync-Failed-At"       // the last failure
+	HeaderFirstFailedAt   = "Referrer-Sync-First-Failed-At" // the first failure
 )
 
 // DeadLetters publishes dead letters to the dead-letter stream and waits for
@@ -60,6 +61,11 @@ func (d *DeadLetters) DeadLetter(ctx context.Context, dl ports.DeadLetter) error
 	msg.Header.Set(HeaderEventID, dl.EventID)
 	msg.Header.Set(HeaderCampaign, dl.Campaign)
 	msg.Header.Set(HeaderFailedAt, dl.Failed.UTC().Format(time.RFC3339Nano))
+	first := dl.FirstSeen
+	if first.IsZero() || first.After(dl.Failed) {
+		first = dl.Failed // it failed once: first and last are the same
+	}
+	msg.Header.Set(HeaderFirstFailedAt, first.UTC().Format(time.RFC3339Nano))
 	if dl.Sequence != 0 {
 		msg.Header.Set(nats.MsgIdHdr, fmt.Sprintf("%s:%d", d.stream, dl.Sequence))
 	}

@@ -338,6 +338,11 @@ func TestExhaustedAttemptsAreDeadLettered(t *testing.T) {
 	if hd.Get(consumer.HeaderReason) != "attempts_exhausted" || hd.Get(consumer.HeaderAttempts) != "3" || hd.Get(consumer.HeaderEventID) != "x1" || hd.Get(consumer.HeaderCampaign) != "leads_update" {
 		t.Errorf("dead letter headers: %v", hd)
 	}
+	first, ferr := time.Parse(time.RFC3339Nano, hd.Get(consumer.HeaderFirstFailedAt))
+	last, lerr := time.Parse(time.RFC3339Nano, hd.Get(consumer.HeaderFailedAt))
+	if ferr != nil || lerr != nil || !first.Before(last) {
+		t.Errorf("first/last failure: got %q and %q, want the first before the last", hd.Get(consumer.HeaderFirstFailedAt), hd.Get(consumer.HeaderFailedAt))
+	}
 	if got := h.counter("referrer_sync_retries_total", map[string]string{"campaign": "leads_update"}); got != 2 {
 		t.Errorf("retries: got %v, want 2", got)
 	}
