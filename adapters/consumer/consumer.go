@@ -136,6 +136,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return fmt.Errorf("consumer: router stopped: %w", err)
 	case <-ctx.Done():
 	}
+	// Closing a router whose handlers are still starting makes it wait out
+	// its whole close timeout; let them start first.
+	select {
+	case <-c.router.Running():
+	case err := <-errc:
+		return fmt.Errorf("consumer: router stopped: %w", err)
+	}
 	c.gate.Lock()
 	c.draining.Store(true)
 	c.gate.Unlock()
