@@ -726,6 +726,7 @@ type fakeMetrics struct {
 	outcomes  []outcomeCall
 	retries   []string // "campaign|kind"
 	processed []time.Duration
+	ages      []time.Duration
 }
 
 func (m *fakeMetrics) Outcome(campaign string, action domain.Action, outcome domain.Outcome, reason string) {
@@ -744,6 +745,12 @@ func (m *fakeMetrics) Processed(d time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.processed = append(m.processed, d)
+}
+
+func (m *fakeMetrics) EventAge(d time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.ages = append(m.ages, d)
 }
 
 func (m *fakeMetrics) Outcomes() []string {
@@ -765,13 +772,13 @@ func (m *fakeMetrics) Retries() []string {
 func (m *fakeMetrics) Durations() []time.Duration {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return slices.Clone(m.processed)
+	return slices.Clone(m.ages)
 }
 
 func (m *fakeMetrics) reset() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.outcomes, m.retries, m.processed = nil, nil, nil
+	m.outcomes, m.retries, m.processed, m.ages = nil, nil, nil, nil
 }
 
 // logRecorder is a slog.Handler keeping every record.

@@ -125,6 +125,7 @@ func (m planMetrics) Outcome(string, domain.Action, domain.Outcome, string) {
 }
 func (m planMetrics) Retry(string, string)    { m.log.add("metric retry") }
 func (m planMetrics) Processed(time.Duration) { m.log.add("metric processed") }
+func (m planMetrics) EventAge(time.Duration)  { m.log.add("metric event age") }
 
 func TestPlan(t *testing.T) {
 	lookup := "ledger event intercom/evt-1"

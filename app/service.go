@@ -554,12 +554,17 @@ func (s *Service) deadLetter(ctx context.Context, m Message, ev domain.ReferrerJ
 func (s *Service) settle(ctx context.Context, m Message, ev domain.ReferrerJoined, label string, action domain.Action, v Verdict, start time.Time) Verdict {
 	s.metrics.Outcome(label, action, v.Outcome, "")
 	now := s.now()
+	received := m.Received
+	if received.IsZero() {
+		received = start
+	}
+	s.metrics.Processed(max(now.Sub(received), 0))
 	since := ev.Time
 	if since.IsZero() {
 		since = m.Published
 	}
 	if !since.IsZero() && v.Outcome != domain.OutcomeDuplicate {
-		s.metrics.Processed(now.Sub(since))
+		s.metrics.EventAge(received.Sub(since))
 	}
 	s.log.InfoContext(ctx, "event settled", "event_id", ev.ID, "campaign", ev.CampaignID, "outcome", v.Outcome,
 		"contact_id", v.ContactID, "attempts", m.Attempt, "duration", now.Sub(start))

@@ -35,7 +35,12 @@ type Metrics interface {
 	Outcome(campaign string, action domain.Action, outcome domain.Outcome, reason string)
 	// Retry counts a message sent back for a later attempt.
 	Retry(campaign string, kind string)
-	// Processed observes the time from the event's own timestamp to its
-	// final outcome.
+	// Processed observes the time from a delivery's receipt to its final
+	// outcome: the service's own processing time, never negative.
 	Processed(d time.Duration)
+	// EventAge observes how old an event was when it was received, from
+	// its own time (or the stream's, when it has none). An age below zero
+	// (a producer clock ahead of ours) is observed as zero and counted, so
+	// the histogram cannot go negative.
+	EventAge(d time.Duration)
 }

@@ -217,6 +217,9 @@ func (m *Metrics) Retry(campaign, cause string) {
 // Processed implements ports.Metrics.
 func (m *Metrics) Processed(d time.Duration) { m.processing.Observe(d.Seconds()) }
 
+// EventAge implements ports.Metrics. TODO(metrics): its own histogram.
+func (m *Metrics) EventAge(time.Duration) {}
+
 // CRMRequest returns a per-attempt observation hook for one connection.
 func (m *Metrics) CRMRequest(connection string) func(op string, status int, d time.Duration) {
 	return func(op string, status int, d time.Duration) {
