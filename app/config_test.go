@@ -196,6 +196,7 @@ func TestNewDefaults(t *testing.T) {
 	// stamps with the real time.
 	m := ev{Campaign: "camp_unlisted", NoTime: true}.msg()
 	m.Published = time.Now().Add(-time.Hour)
+	m.Received = time.Now()
 	checkVerdict(t, svc.Handle(context.Background(), m), app.Verdict{Outcome: domain.OutcomeUnconfigured})
 	if got := h.metrics.Durations(); len(got) != 1 || got[0] < time.Hour || got[0] > 2*time.Hour {
 		t.Errorf("processed: got %v, want one duration of about an hour, measured with the real clock", got)
