@@ -164,6 +164,10 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		log.Warn(w)
 	}
 	in, err := start(ctx, f, options{logger: log, configPath: *path, configHash: sum, reload: hup, dryRun: *dryRun})
+	if interrupted(err) {
+		log.Info("referrer-sync stopped during start-up", "reason", err.Error())
+		return nil
+	}
 	if err != nil {
 		return err
 	}

@@ -66,13 +66,22 @@ type instance struct {
 	consumer *consumer.Consumer
 	httpSrv  *http.Server
 	httpLn   net.Listener
+	httpErr  chan error // the HTTP server's end; served from the start of start-up
 	verified atomic.Bool
 	stopping atomic.Bool
+	// wired is set once start has connected and built everything; until
+	// then /readyz reports phase, what start-up is doing or waiting for.
+	wired    atomic.Bool
+	phase    atomic.Pointer[string]
 	storeTmp string
 }
 
-// start wires the service from a validated configuration. On error it
-// releases whatever it had started.
+// start wires the service from a validated configuration. It serves
+// /healthz, /readyz and /metrics from the beginning, and waits out
+// transient trouble (NATS unreachable, provisioning timing out, the CRM
+// answering 429 or 5xx) until ctx ends; see startup.go. On error it
+// releases whatever it had started; an error for which interrupted is true
+// means ctx ended while it waited.
 func start(ctx context.Context, f *config.File, opt options) (in *instance, err error) {
 	log := opt.logger
 	in = &instance{log: log, file: f, opt: opt}
@@ -82,6 +91,24 @@ func start(ctx context.Context, f *config.File, opt options) (in *instance, err 
 			in = nil
 		}
 	}()
+	in.setPhase("starting")
+
+	in.metrics = metrics.New(version, metrics.CampaignLabels(f.Metrics.CampaignLabelsEnabled()))
+	if opt.configHash != "" {
+		in.metrics.ConfigLoaded(opt.configHash)
+	}
+	ready := in.ready // bound now: on error the deferred clean-up sets in to nil
+	in.metrics.Gauges(in.inFlight, func() bool { return ready() == nil })
+	listen := f.HTTP.Listen
+	if listen == "" {
+		listen = "127.0.0.1:9464"
+	}
+	if in.httpLn, err = net.Listen("tcp", listen); err != nil {
+		return in, fmt.Errorf("http.listen: %w", err)
+	}
+	srv, ln, served := &http.Server{Handler: in.metrics.Mux(ready), ReadHeaderTimeout: 5 * time.Second}, in.httpLn, make(chan error, 1)
+	in.httpSrv, in.httpErr = srv, served
+	go func() { served <- srv.Serve(ln) }()
 
 	url := f.NATS.URL
 	if url == "" {
@@ -111,11 +138,20 @@ func start(ctx context.Context, f *config.File, opt options) (in *instance, err 
 			nats.ReconnectHandler(func(*nats.Conn) { log.Info("nats reconnected", "connection", name) }),
 		)
 	}
-	if in.nc, err = connect("referrer-sync"); err != nil {
-		return in, fmt.Errorf("connect to nats: %w", err)
-	}
-	if in.consNC, err = connect("referrer-sync-consumer"); err != nil {
-		return in, fmt.Errorf("connect to nats: %w", err)
+	if err = in.startStep(ctx, "connect to nats", natsTransient, func(context.Context) error {
+		nc, err := connect("referrer-sync")
+		if err != nil {
+			return fmt.Errorf("connect to nats: %w", err)
+		}
+		consNC, err := connect("referrer-sync-consumer")
+		if err != nil {
+			nc.Close()
+			return fmt.Errorf("connect to nats: %w", err)
+		}
+		in.nc, in.consNC = nc, consNC
+		return nil
+	}); err != nil {
+		return in, err
 	}
 	if in.js, err = jetstream.New(in.nc); err != nil {
 		return in, err
@@ -138,44 +174,42 @@ func start(ctx context.Context, f *config.File, opt options) (in *instance, err 
 	if maxAttempts == 0 {
 		maxAttempts = 5
 	}
-	// The server's backstop sits above the application's own caps (failed
-	// attempts, and deliveries per attempt for waits), so it never stops
-	// a message the application still means to finish.
-	in.consCfg.MaxDeliver = maxAttempts*app.DeliveriesPerAttempt + 10
-	lease := time.Duration(f.Ledger.Lease)
-	if lease == 0 {
-		lease = in.consCfg.AckWait * 2
-	}
-	ledgerCfg := ledger.Config{Bucket: f.Ledger.Bucket, Replicas: f.Ledger.Replicas, TTL: time.Duration(f.Ledger.TTL), Lease: lease}
+	ledgerCfg := ledger.Config{Bucket: f.Ledger.Bucket, Replicas: f.Ledger.Replicas, TTL: time.Duration(f.Ledger.TTL),
+		Logger: log.With("component", "ledger")}
 	var (
-		led    ports.Ledger
-		people ports.People
-		dlq    ports.DeadLetters
+		led ports.Ledger
+		dlq ports.DeadLetters
 	)
 	if opt.dryRun {
 		in.consCfg.Consumer += dryRunSuffix
-		if err = provisionDryRun(ctx, in.js, in.consCfg); err != nil {
+		if err = in.startStep(ctx, "provision the dry run's consumer", natsTransient, func(ctx context.Context) error {
+			return provisionDryRun(ctx, in.js, in.consCfg)
+		}); err != nil {
 			return in, err
 		}
-		var ro readOnlyLedger
-		if ro, err = openLedgerReadOnly(ctx, in.js, ledgerCfg); err != nil {
+		var ro *ledger.ReadOnly
+		if err = in.startStep(ctx, "open the ledger", natsTransient, func(ctx context.Context) (err error) {
+			ro, err = ledger.OpenReadOnly(ctx, in.js, f.Ledger.Bucket)
+			return err
+		}); err != nil {
 			return in, err
 		}
-		led, people, dlq = ro, ro, refuseDeadLetters{}
+		led, dlq = ro, refuseDeadLetters{}
 	} else {
-		if err = consumer.Provision(ctx, in.js, in.consCfg); err != nil {
+		if err = in.startStep(ctx, "provision streams and consumer", natsTransient, func(ctx context.Context) error {
+			return consumer.Provision(ctx, in.js, in.consCfg)
+		}); err != nil {
 			return in, err
 		}
-		if in.ledger, err = ledger.New(ctx, in.js, ledgerCfg); err != nil {
+		if err = in.startStep(ctx, "provision the ledger", natsTransient, func(ctx context.Context) (err error) {
+			in.ledger, err = ledger.New(ctx, in.js, ledgerCfg)
+			return err
+		}); err != nil {
 			return in, err
 		}
-		led, people, dlq = in.ledger, in.ledger, consumer.NewDeadLetters(in.js, in.consCfg)
+		led, dlq = in.ledger, consumer.NewDeadLetters(in.js, in.consCfg)
 	}
 
-	in.metrics = metrics.New(version, metrics.CampaignLabels(f.Metrics.CampaignLabelsEnabled()))
-	if opt.configHash != "" {
-		in.metrics.ConfigLoaded(opt.configHash)
-	}
 	crms, err := in.connections(f)
 	if err != nil {
 		return in, err
@@ -189,12 +223,13 @@ func start(ctx context.Context, f *config.File, opt options) (in *instance, err 
 		Catalog:     f.Catalog(),
 		CRMs:        crms,
 		Ledger:      led,
-		People:      people,
 		DeadLetters: dlq,
 		Metrics:     in.metrics,
 		Logger:      log.With("component", "app"),
 		MaxAttempts: maxAttempts,
 		SearchLags:  searchLags(f),
+		Lease:       time.Duration(f.Ledger.Lease),
+		Remember:    time.Duration(f.Ledger.TTL),
 	}); err != nil {
 		return in, err
 	}
@@ -217,17 +252,16 @@ func start(ctx context.Context, f *config.File, opt options) (in *instance, err 
 		return in, err
 	}
 
-	in.metrics.Gauges(func() float64 { return float64(in.consumer.Busy()) }, func() bool { return in.ready() == nil })
-
-	listen := f.HTTP.Listen
-	if listen == "" {
-		listen = "127.0.0.1:9464"
-	}
-	if in.httpLn, err = net.Listen("tcp", listen); err != nil {
-		return in, fmt.Errorf("http.listen: %w", err)
-	}
-	in.httpSrv = &http.Server{Handler: in.metrics.Mux(in.ready), ReadHeaderTimeout: 5 * time.Second}
+	in.wired.Store(true)
 	return in, nil
+}
+
+// inFlight is the in-flight gauge: messages being handled now.
+func (in *instance) inFlight() float64 {
+	if !in.wired.Load() {
+		return 0
+	}
+	return float64(in.consumer.Busy())
 }
 
 func searchLags(f *config.File) map[string]time.Duration {
@@ -278,7 +312,30 @@ func (in *instance) connections(f *config.File) (map[string]ports.CRM, error) {
 func (in *instance) verify(ctx context.Context, f *config.File) error {
 	var errs []error
 	for name, cl := range in.clients {
-		vctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := in.startStep(ctx, "verify the access token of connections."+name, crmTransient, func(ctx context.Context) error {
+			return in.verifyOne(ctx, f, name, cl)
+		})
+		if interrupted(err) {
+			return err
+		}
+		if ports.KindOf(err) == ports.Unauthorized {
+			errs = append(errs, fmt.Errorf("connections.%s: the CRM refused the access token: %w", name, err))
+		} else if err != nil {
+			errs = append(errs, fmt.Errorf("connections.%s: cannot verify the access token: %w", name, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	in.verified.Store(true)
+	return nil
+}
+
+// verifyOne checks one connection's token and workspace once.
+func (in *instance) verifyOne(ctx context.Context, f *config.File, name string, cl *intercom.Client) error {
+	vctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	{
 		_, err := cl.Me(vctx)
 		if err == nil {
 			var attrs []intercom.Attribute
@@ -296,18 +353,8 @@ func (in *instance) verify(ctx context.Context, f *config.File) error {
 				err = in.ensureMarker(vctx, name, f.Connections[name], cl, attrs)
 			}
 		}
-		cancel()
-		if ports.KindOf(err) == ports.Unauthorized {
-			errs = append(errs, fmt.Errorf("connections.%s: the CRM refused the access token: %w", name, err))
-		} else if err != nil {
-			errs = append(errs, fmt.Errorf("connections.%s: cannot verify the access token: %w", name, err))
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	in.verified.Store(true)
-	return nil
 }
 
 // ensureMarker creates the marker attribute when the workspace lacks it.
@@ -370,6 +417,9 @@ func (in *instance) warnMissingAttributes(f *config.File, conn string, attrs []i
 }
 
 func (in *instance) ready() error {
+	if !in.wired.Load() {
+		return errors.New("starting: " + *in.phase.Load())
+	}
 	var errs []error
 	if in.stopping.Load() {
 		errs = append(errs, errors.New("draining"))
@@ -393,8 +443,7 @@ func (in *instance) ready() error {
 // HTTP, close connections. /metrics and /readyz (503 "draining") are served
 // until the drain is over.
 func (in *instance) run(ctx context.Context) error {
-	httpErr := make(chan error, 1)
-	go func() { httpErr <- in.httpSrv.Serve(in.httpLn) }()
+	httpErr := in.httpErr
 	in.log.Info("referrer-sync running", "version", version, "metrics", "http://"+in.httpLn.Addr().String()+"/metrics",
 		"stream", in.consCfg.Stream, "subject", in.consCfg.Subject, "consumer", in.consCfg.Consumer, "workers", in.consCfg.Workers,
 		"drain_timeout", in.consCfg.DrainTimeout, "dry_run", in.opt.dryRun)
