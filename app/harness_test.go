@@ -1,27 +1,25 @@
 package app_test
 
 import (
+	"context"
 	"encoding/json"
 	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/referrer-sync/referrer-sync/app"
 	"github.com/referrer-sync/referrer-sync/domain"
 	"github.com/referrer-sync/referrer-sync/ports"
+	"github.com/referrer-sync/referrer-sync/ports/memory"
 )
 
 // now is where the service's clock starts in every test: five seconds after
 // the events' own time. Tests move the harness's clock, never a sleep.
 var now = time.Date(2026, 11, 28, 10, 0, 5, 0, time.UTC)
 
-const (
-	maxAttempts = 3
-	// backstop is the delivery count at which the service gives up even
-	// when the ledger counted fewer failures: 20 deliveries per allowed
-	// failed attempt.
-	backstop = maxAttempts * 20
-)
+const maxAttempts = 3
 
 var (
 	emailField = domain.Field{From: domain.SourceReferrerEmail, To: domain.TargetEmail}
@@ -52,27 +50,42 @@ func testCatalog() *domain.Catalog {
 	}}
 }
 
-// harness is a Service wired to fakes that share one clock.
+// clock is the harness's clock: tests move it, never sleep.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// harness is a Service wired to the in-memory ports, on one clock.
 type harness struct {
 	svc     *app.Service
 	clock   *clock
-	crm     *fakeCRM // connection "intercom"
-	crmEU   *fakeCRM // connection "intercom_eu"
-	ledger  *fakeLedger
-	people  *fakePeople
-	dlq     *fakeDLQ
-	metrics *fakeMetrics
+	crm     *memory.CRM // connection "intercom"
+	crmEU   *memory.CRM // connection "intercom_eu"
+	ledger  *memory.Ledger
+	dlq     *memory.DeadLetters
+	metrics *memory.Metrics
 	logs    *logRecorder
-
-	lastVerdict app.Verdict // TestHandle's verdict, for its checks
 }
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	c := newClock(now)
+	c := &clock{t: now}
 	h := &harness{
-		clock: c, crm: newFakeCRM(c), crmEU: newFakeCRM(c), ledger: newFakeLedger(), people: newFakePeople(c),
-		dlq: &fakeDLQ{}, metrics: &fakeMetrics{}, logs: &logRecorder{},
+		clock: c, crm: &memory.CRM{Now: c.Now}, crmEU: &memory.CRM{Now: c.Now}, ledger: memory.NewLedger(),
+		dlq: &memory.DeadLetters{}, metrics: &memory.Metrics{}, logs: &logRecorder{},
 	}
 	h.svc = h.replica(t, h.config())
 	return h
@@ -83,18 +96,17 @@ func (h *harness) config() app.Config {
 		Catalog:     testCatalog(),
 		CRMs:        map[string]ports.CRM{"intercom": h.crm, "intercom_eu": h.crmEU},
 		Ledger:      h.ledger,
-		People:      h.people,
 		DeadLetters: h.dlq,
 		Metrics:     h.metrics,
 		Logger:      slog.New(h.logs),
 		MaxAttempts: maxAttempts,
 		Now:         h.clock.Now,
+		Jitter:      func(time.Duration) time.Duration { return 0 },
 	}
 }
 
-// replica is another Service on the harness's fakes, as another process
-// (with its own in-process locks) sharing the ledger, the people and the
-// CRM.
+// replica is another Service on the harness's ports, as another process
+// (with its own in-process locks) sharing the ledger and the CRM.
 func (h *harness) replica(t *testing.T, cfg app.Config) *app.Service {
 	t.Helper()
 	svc, err := app.New(cfg)
@@ -102,6 +114,48 @@ func (h *harness) replica(t *testing.T, cfg app.Config) *app.Service {
 		t.Fatalf("app.New: got error %v, want none", err)
 	}
 	return svc
+}
+
+// logRecorder is a slog.Handler keeping every record.
+type logRecorder struct {
+	mu      sync.Mutex
+	records []logRecord
+}
+
+type logRecord struct {
+	Level   slog.Level
+	Message string
+	Attrs   map[string]any
+}
+
+func (r *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+
+func (r *logRecorder) Handle(_ context.Context, rec slog.Record) error {
+	lr := logRecord{Level: rec.Level, Message: rec.Message, Attrs: map[string]any{}}
+	rec.Attrs(func(a slog.Attr) bool {
+		lr.Attrs[a.Key] = a.Value.Any()
+		return true
+	})
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.records = append(r.records, lr)
+	return nil
+}
+
+func (r *logRecorder) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *logRecorder) WithGroup(string) slog.Handler      { return r }
+
+// Matching returns the records whose message contains s.
+func (r *logRecorder) Matching(s string) []logRecord {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []logRecord
+	for _, rec := range r.records {
+		if strings.Contains(rec.Message, s) {
+			out = append(out, rec)
+		}
+	}
+	return out
 }
 
 // ev describes a test event; zero fields take the defaults of the event
@@ -115,12 +169,6 @@ type ev struct {
 const (
 	ada = "ada@example.com"
 	bob = "bob@example.com"
-)
-
-// Ledger and person keys of the default event and person.
-var (
-	evt1Key = "intercom/evt-1"
-	adaKey  = personKey("intercom", ada)
 )
 
 func (e ev) data() map[string]any {
@@ -192,16 +240,6 @@ func delivery(body []byte, attempt int) app.Message {
 
 // crmErr is a classified CRM failure.
 func crmErr(kind ports.ErrorKind) error { return &ports.Error{Op: "test", Kind: kind} }
-
-// failures is a ledger record of n failed attempts, the first at first.
-func failures(n int, first time.Time) ports.EventRecord {
-	return ports.EventRecord{Failures: n, FirstFailure: first}
-}
-
-// pending is a create sent for event id at time at.
-func pending(id string, at time.Time) *ports.PendingCreate {
-	return &ports.PendingCreate{EventID: id, At: at}
-}
 
 // recv receives from ch, failing the test if nothing arrives in time. The
 // timeout only turns a hang into a failure; it never decides a pass.

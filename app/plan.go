@@ -31,15 +31,6 @@ type Planned struct {
 	Action domain.Action
 }
 
-// contactBook is implemented by People adapters that can tell, without
-// taking the person's lock, which contact a person is remembered as. Plan
-// uses it when available so that a dry run decides as Handle would for
-// known people (Handle does not search for them); without it, Plan
-// searches the CRM.
-type contactBook interface {
-	PersonContact(ctx context.Context, connection, email string) (string, error)
-}
-
 // Plan decides what Handle would do with a delivery, with reads only: it
 // decodes, looks the campaign up, maps, checks the ledger for an applied
 // event and the person's remembered contact, asks the CRM to find matches
@@ -76,7 +67,7 @@ func (s *Service) Plan(ctx context.Context, m Message) Planned {
 		return s.planned(ev, label, camp.Action, Verdict{Outcome: OutcomeWouldDeadLetter, Reason: domain.ReasonMapping, Err: err})
 	}
 	v := s.plan(ctx, camp, ev, contact)
-	if v.Retry && m.Attempt >= s.maxAttempts {
+	if v.Retry && !v.Wait && m.Attempt >= s.cfg.MaxAttempts {
 		// Handle counts failures in the ledger; a dry run writes none, so
 		// deliveries stand in for them.
 		reason := ReasonAttemptsExhausted
@@ -98,24 +89,16 @@ func (s *Service) planned(ev domain.ReferrerJoined, label string, action domain.
 func (s *Service) plan(ctx context.Context, camp domain.Campaign, ev domain.ReferrerJoined, contact domain.Contact) Verdict {
 	crm := s.crms[camp.Connection]
 	if crm == nil {
-		return Verdict{Retry: true, Reason: "no_crm", Err: fmt.Errorf("connection %q has no CRM", camp.Connection)}
+		return Verdict{Retry: true, Wait: true, Reason: CauseNoCRM, Err: fmt.Errorf("connection %q has no CRM", camp.Connection)}
 	}
-	rec, err := s.ledger.Event(ctx, camp.Connection+"/"+ev.ID)
+	p, err := s.ledger.Person(ctx, camp.Connection, contact.Email)
 	if err != nil {
-		return Verdict{Retry: true, Reason: "ledger", Err: err}
+		return Verdict{Retry: true, Reason: CauseLedger, Err: err}
 	}
-	if rec.Done != nil {
-		return Verdict{Outcome: domain.OutcomeDuplicate, ContactID: rec.Done.ContactID}
+	if r := eventOf(&p, ev.ID); r.Terminal() {
+		return Verdict{Outcome: domain.OutcomeDuplicate, ContactID: r.ContactID}
 	}
-	var match domain.Match
-	found := false
-	if book, ok := s.people.(contactBook); ok {
-		id, err := book.PersonContact(ctx, camp.Connection, contact.Email)
-		if err != nil {
-			return Verdict{Retry: true, Reason: "ledger", Err: err}
-		}
-		match, found = domain.Match{ID: id}, id != ""
-	}
+	match, found := domain.Match{ID: p.ContactID}, p.ContactID != ""
 	if !found {
 		who := domain.IdentityOf(contact)
 		matches, err := crm.Find(ctx, who)
@@ -136,12 +119,12 @@ func (s *Service) plan(ctx context.Context, camp domain.Campaign, ev domain.Refe
 	return Verdict{Outcome: domain.OutcomeNothing}
 }
 
-// planFailure classifies a failed read as crmFailure does, with the
-// dry-run outcome for a failure that would be dead-lettered.
+// planFailure classifies a failed read as Handle would, with the dry-run
+// outcome for a failure that would be dead-lettered.
 func (s *Service) planFailure(err error) Verdict {
-	v := s.crmFailure(err)
-	if v.Outcome == domain.OutcomeDeadLettered {
-		v.Outcome = OutcomeWouldDeadLetter
+	f := classify(err)
+	if f.permanent {
+		return Verdict{Outcome: OutcomeWouldDeadLetter, Reason: ReasonCRMRejected, Err: err}
 	}
-	return v
+	return Verdict{Retry: true, Wait: f.wait, Reason: f.cause(), Err: err, Delay: f.delay}
 }

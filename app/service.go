@@ -2,6 +2,13 @@
 // message. It orchestrates the domain's decisions and the ports' effects,
 // and classifies every failure as "try again later" or "never": it imports
 // only the domain, the ports and the standard library.
+//
+// The files follow the steps of the use case: service.go decodes, looks the
+// campaign up and maps (Handle); apply.go is the exactly-once section over
+// the person's ledger record; reconcile.go resolves a create whose outcome
+// is unknown; record.go edits the record; classify.go sorts CRM failures;
+// report.go counts and logs the one outcome of each message; plan.go is the
+// read-only dry run.
 package app
 
 import (
@@ -9,8 +16,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
+	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,7 +33,41 @@ const (
 	ReasonCRMRejected       = "crm_rejected"       // the CRM answered 400/422 for this event
 	ReasonUnauthorized      = "unauthorized"       // the CRM refused the token, until attempts ran out
 	ReasonAttemptsExhausted = "attempts_exhausted" // transient failures until attempts ran out
+	// ReasonDeliveriesExhausted: an operator-set nats.max_deliver was
+	// reached before the event settled; the server would deliver it no
+	// more, so it is dead-lettered rather than dropped.
+	ReasonDeliveriesExhausted = "deliveries_exhausted"
 )
+
+// DeadLetterReasons lists every reason a message can be dead-lettered with,
+// so metrics can show each at zero from start-up.
+var DeadLetterReasons = []string{
+	domain.ReasonTooLarge, domain.ReasonMalformed, domain.ReasonWrongType, domain.ReasonMissingID,
+	domain.ReasonMissingCampaign, domain.ReasonMissingEmail, domain.ReasonInvalidEmail, domain.ReasonMapping,
+	ReasonCRMRejected, ReasonUnauthorized, ReasonAttemptsExhausted, ReasonDeliveriesExhausted,
+}
+
+// Retry causes: why a delivery was sent back. Waits (person_busy,
+// awaiting_search, rate_limited, no_crm) are not failed attempts.
+const (
+	CausePersonBusy       = "person_busy"
+	CauseAwaitingSearch   = "awaiting_search"
+	CauseRateLimited      = "rate_limited"
+	CauseTransient        = "transient"
+	CauseUnauthorized     = "unauthorized"
+	CauseNotFound         = "not_found"
+	CauseContactGone      = "contact_gone"
+	CauseLedger           = "ledger"
+	CauseNoCRM            = "no_crm"
+	CauseCancelled        = "cancelled"
+	CauseDeadLetterFailed = "dead_letter_failed"
+)
+
+// RetryCauses lists every retry cause, so metrics can show each at zero.
+var RetryCauses = []string{
+	CausePersonBusy, CauseAwaitingSearch, CauseRateLimited, CauseTransient, CauseUnauthorized,
+	CauseNotFound, CauseContactGone, CauseLedger, CauseNoCRM, CauseCancelled, CauseDeadLetterFailed,
+}
 
 // Campaign label values for messages that have no configured campaign, so
 // metric labels stay bounded by the configuration.
@@ -34,26 +76,65 @@ const (
 	LabelUnknown      = "_unknown"
 )
 
+// ReplayedFromHeader (lower-case, as Message.Headers holds it) names the
+// dead letter a replayed message came from. Only such a message re-arms an
+// event that was dead-lettered.
+const ReplayedFromHeader = "referrer-sync-replayed-from"
+
+// Defaults.
+const (
+	// DefaultSearchLag is how long after a create the CRM's search may miss
+	// the new contact, when the connection does not say. Intercom documents
+	// "a few minutes".
+	DefaultSearchLag = 5 * time.Minute
+	// DefaultLease bounds how long one create may keep a person: the create
+	// is sent only within it, so a crashed sender's person is free again
+	// when it ends.
+	DefaultLease = 10 * time.Second
+	// DefaultMaxAttempts is the failed attempts an event may use.
+	DefaultMaxAttempts = 5
+	// DefaultRemember is how long a settled event is remembered in its
+	// person's record (the ledger bucket's ttl should be at least this).
+	DefaultRemember = 30 * 24 * time.Hour
+	// DefaultMaxEvents bounds the events remembered per person.
+	DefaultMaxEvents = 64
+)
+
 // Config holds the application's dependencies and settings.
 type Config struct {
 	Catalog     *domain.Catalog
 	CRMs        map[string]ports.CRM // by connection name
 	Ledger      ports.Ledger
-	People      ports.People
 	DeadLetters ports.DeadLetters
 	Metrics     ports.Metrics
 	Logger      *slog.Logger
 	// MaxAttempts caps the failed attempts of one event, counted in the
 	// ledger across deliveries and replicas; an event still failing
-	// transiently at the cap is dead-lettered. Default 5.
+	// transiently at the cap is dead-lettered. Waiting (for another
+	// worker's create, for search lag, for a rate limit) is not a failed
+	// attempt. Default 5.
 	MaxAttempts int
 	// SearchLags is, per connection, how long after a create the CRM's
 	// search may still miss the contact (DefaultSearchLag when unset).
 	SearchLags map[string]time.Duration
-	Now        func() time.Time // for tests; default time.Now
+	// Lease bounds one create: it is sent only within Lease of being
+	// recorded as pending (and within the delivery's own deadline). Others
+	// wait for the person at most that long before resolving it. Default
+	// 10s.
+	Lease time.Duration
+	// Remember and MaxEvents bound the settled events kept per person:
+	// a duplicate is recognised as long as its event is remembered.
+	Remember  time.Duration
+	MaxEvents int
+	// Owner names this process in pending creates, for diagnosis.
+	Owner string
+	Now   func() time.Time // for tests; default time.Now
+	// Jitter returns a random duration in [0, d]; for tests. Default
+	// math/rand.
+	Jitter func(d time.Duration) time.Duration
 }
 
-// Validate reports every missing dependency at once.
+// Validate reports every problem at once.
 func (c Config) Validate() error {
 	var errs []error
 	if c.Catalog == nil {
@@ -61,9 +142,6 @@ func (c Config) Validate() error {
 	}
 	if c.Ledger == nil {
 		errs = append(errs, errors.New("app: Ledger is required"))
-	}
-	if c.People == nil {
-		errs = append(errs, errors.New("app: People is required"))
 	}
 	if c.DeadLetters == nil {
 		errs = append(errs, errors.New("app: DeadLetters is required"))
@@ -73,6 +151,17 @@ func (c Config) Validate() error {
 	}
 	if c.MaxAttempts < 0 {
 		errs = append(errs, fmt.Errorf("app: MaxAttempts %d is negative", c.MaxAttempts))
+	}
+	if c.Lease < 0 {
+		errs = append(errs, fmt.Errorf("app: Lease %s is negative", c.Lease))
+	}
+	if c.Remember < 0 || c.MaxEvents < 0 {
+		errs = append(errs, errors.New("app: Remember and MaxEvents must not be negative"))
+	}
+	for conn, d := range c.SearchLags {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("app: search lag of connection %s is negative", conn))
+		}
 	}
 	if c.Catalog != nil {
 		names := make([]string, 0, len(c.Catalog.Campaigns))
@@ -97,13 +186,10 @@ type Service struct {
 	catalog      atomic.Pointer[domain.Catalog]
 	crms         map[string]ports.CRM
 	ledger       ports.Ledger
-	people       ports.People
 	dlq          ports.DeadLetters
 	metrics      ports.Metrics
 	log          *slog.Logger
-	maxAttempts  int
-	searchLags   map[string]time.Duration
-	now          func() time.Time
+	cfg          Config
 	locks        *keyLocks
 	unconfigured sync.Map // campaign id → struct{}: log once per campaign
 }
@@ -114,25 +200,38 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	if cfg.MaxAttempts == 0 {
-		cfg.MaxAttempts = 5
+		cfg.MaxAttempts = DefaultMaxAttempts
+	}
+	if cfg.Lease == 0 {
+		cfg.Lease = DefaultLease
+	}
+	if cfg.Remember == 0 {
+		cfg.Remember = DefaultRemember
+	}
+	if cfg.MaxEvents == 0 {
+		cfg.MaxEvents = DefaultMaxEvents
+	}
+	if cfg.Owner == "" {
+		host, _ := os.Hostname()
+		cfg.Owner = host + "-" + strconv.Itoa(os.Getpid())
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Jitter == nil {
+		cfg.Jitter = randomJitter
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Service{
-		crms:        cfg.CRMs,
-		ledger:      cfg.Ledger,
-		people:      cfg.People,
-		dlq:         cfg.DeadLetters,
-		metrics:     cfg.Metrics,
-		log:         cfg.Logger,
-		maxAttempts: cfg.MaxAttempts,
-		searchLags:  cfg.SearchLags,
-		now:         cfg.Now,
-		locks:       newKeyLocks(),
+		crms:    cfg.CRMs,
+		ledger:  cfg.Ledger,
+		dlq:     cfg.DeadLetters,
+		metrics: cfg.Metrics,
+		log:     cfg.Logger,
+		cfg:     cfg,
+		locks:   newKeyLocks(),
 	}
 	s.catalog.Store(cfg.Catalog)
 	return s, nil
@@ -144,15 +243,22 @@ func (s *Service) SetCatalog(c *domain.Catalog) { s.catalog.Store(c) }
 
 // Message is one delivery of a message from the bus.
 type Message struct {
-	Body     []byte
-	Headers  map[string]string // lower-case names
-	Subject  string
-	Sequence uint64    // stream sequence
-	Attempt  int       // 1 for the first delivery
-	Received time.Time // when this delivery arrived
+	Body    []byte
+	Headers map[string]string // lower-case names
+	// OriginalHeaders are the headers exactly as received (names' case,
+	// every value), carried untouched into a dead letter.
+	OriginalHeaders map[string][]string
+	Subject         string
+	Sequence        uint64    // stream sequence
+	Attempt         int       // 1 for the first delivery
+	Received        time.Time // when this delivery arrived
 	// Published is when the message entered the stream; it stands in for
 	// the event's own time when the event carries none.
 	Published time.Time
+	// LastDelivery is set when the server will not deliver the message
+	// again (an operator-set delivery limit was reached): a delivery that
+	// would be retried is dead-lettered instead, never dropped.
+	LastDelivery bool
 }
 
 // Verdict is how a delivery ended: either Settled with one final Outcome
@@ -164,41 +270,34 @@ type Verdict struct {
 	Campaign string
 	Reason   string // dead-letter reason or retry cause
 	// Delay, when set on a retry, is the earliest useful redelivery (for
-	// example when a CRM's rate-limit window resets).
+	// example when a CRM's rate-limit window resets, or when the create
+	// another worker is sending for the same person must have ended).
 	Delay     time.Duration
 	ContactID string
 	Err       error // the failure behind a retry or dead letter
 
+	// Wait marks a retry that is a wait (another worker's create, search
+	// lag, a rate limit), not a failed attempt.
+	Wait bool
+
 	failures     int // failed attempts recorded in the ledger, with this one
 	firstFailure time.Time
-	wait         bool // a retry that is a wait (search lag), not a failure
 }
-
-// DeliveriesPerAttempt bounds deliveries per allowed failed attempt: waits
-// (person busy, search lag) redeliver without failing, but not forever.
-const DeliveriesPerAttempt = 20
-
-// DefaultSearchLag is how long after a create the CRM's search may miss the
-// new contact, when the connection does not say. Intercom documents "a few
-// minutes".
-const DefaultSearchLag = 5 * time.Minute
 
 // Handle processes one delivery. It never returns an unclassified failure:
 // the verdict says whether to acknowledge or to retry, and every settled
 // verdict has been counted exactly once.
 func (s *Service) Handle(ctx context.Context, m Message) Verdict {
-	ev, v := s.handle(ctx, m)
-	v.EventID, v.Campaign = ev.ID, ev.CampaignID
-	return v
-}
-
-func (s *Service) handle(ctx context.Context, m Message) (ev domain.ReferrerJoined, _ Verdict) {
-	start := s.now()
+	start := s.cfg.Now()
 	ev, err := domain.DecodeEvent(m.Body, m.Headers)
 	if err != nil {
 		var inv *domain.InvalidEventError
 		errors.As(err, &inv)
-		return ev, s.deadLetter(ctx, m, ev, LabelUnknown, "", inv.Reason, err, time.Time{})
+		label := LabelUnknown
+		if ev.CampaignID != "" {
+			label = s.label(s.catalog.Load(), ev.CampaignID)
+		}
+		return s.deadLetter(ctx, m, ev, label, "", inv.Reason, err, time.Time{}).identify(ev)
 	}
 	// Load the catalog once: a concurrent SetCatalog must not give this
 	// message settings from one version and labels from another.
@@ -209,364 +308,37 @@ func (s *Service) handle(ctx context.Context, m Message) (ev domain.ReferrerJoin
 			s.log.WarnContext(ctx, "campaign is not configured and there is no default_campaign; its events are acknowledged and counted",
 				"campaign", ev.CampaignID)
 		}
-		return ev, s.settle(ctx, m, ev, LabelUnconfigured, "", Verdict{Outcome: domain.OutcomeUnconfigured}, start)
+		return s.settle(ctx, m, ev, LabelUnconfigured, "", Verdict{Outcome: domain.OutcomeUnconfigured}, start).identify(ev)
 	}
-	label := ev.CampaignID
-	if _, listed := catalog.Campaigns[ev.CampaignID]; !listed {
-		label = LabelUnconfigured // default_campaign: keep labels bounded by the file
-	}
+	label := s.label(catalog, ev.CampaignID)
 	if camp.Action == domain.ActionNothing {
-		return ev, s.settle(ctx, m, ev, label, camp.Action, Verdict{Outcome: domain.OutcomeNothing}, start)
+		return s.settle(ctx, m, ev, label, camp.Action, Verdict{Outcome: domain.OutcomeNothing}, start).identify(ev)
 	}
 	contact, err := domain.MapContact(camp, ev)
 	if err != nil {
-		return ev, s.deadLetter(ctx, m, ev, label, camp.Action, domain.ReasonMapping, err, time.Time{})
+		return s.deadLetter(ctx, m, ev, label, camp.Action, domain.ReasonMapping, err, time.Time{}).identify(ev)
 	}
-
-	v := s.apply(ctx, camp, ev, contact)
-	if !v.Retry {
-		if v.Outcome == domain.OutcomeDeadLettered {
-			return ev, s.deadLetter(ctx, m, ev, label, camp.Action, v.Reason, v.Err, v.firstFailure)
-		}
-		return ev, s.settle(ctx, m, ev, label, camp.Action, v, start)
-	}
-	// Failed attempts are counted per event in the ledger, across
-	// deliveries and replicas; waiting for another worker or for search
-	// lag is not a failure. Deliveries are a backstop for failures the
-	// ledger could not record.
-	if v.failures >= s.maxAttempts || m.Attempt >= s.maxAttempts*DeliveriesPerAttempt {
-		reason := ReasonAttemptsExhausted
-		if ports.KindOf(v.Err) == ports.Unauthorized {
-			reason = ReasonUnauthorized
-		}
-		dv := s.deadLetter(ctx, m, ev, label, camp.Action, reason,
-			fmt.Errorf("gave up after %d failed attempts (%d deliveries): %w", v.failures, m.Attempt, v.Err), v.firstFailure)
-		if !dv.Retry {
-			// A replay after an operator's fix starts with no failures.
-			if err := s.ledger.Clear(context.WithoutCancel(ctx), camp.Connection+"/"+ev.ID); err != nil {
-				s.log.WarnContext(ctx, "clearing the event's failures failed", "event_id", ev.ID, "error", err)
-			}
-		}
-		return ev, dv
-	}
-	s.metrics.Retry(label, v.Reason)
-	s.log.InfoContext(ctx, "event will be retried", "event_id", ev.ID, "campaign", ev.CampaignID,
-		"attempt", m.Attempt, "cause", v.Reason, "error", v.Err)
-	return ev, v
+	e := &attempt{s: s, msg: m, ev: ev, camp: camp, contact: contact, label: label, start: start}
+	return e.run(ctx).identify(ev)
 }
 
-// apply runs the exactly-once section for one event: lock the person,
-// check the ledger, decide against what is known of the person and the
-// CRM's current state, write, and record — all under the person's lock, so
-// no other worker or replica acts on the same person meanwhile.
-func (s *Service) apply(ctx context.Context, camp domain.Campaign, ev domain.ReferrerJoined, contact domain.Contact) Verdict {
-	if s.crms[camp.Connection] == nil {
-		// A catalog swapped in by SetCatalog can name a connection this
-		// process has no CRM for. That is an operator's mistake, not the
-		// event's: retry, so a corrected catalog still applies it.
-		return Verdict{Retry: true, Reason: "no_crm", Err: fmt.Errorf("connection %q has no CRM", camp.Connection)}
-	}
-	conn, key := camp.Connection, camp.Connection+"/"+ev.ID
-	// Inside one process, wait for the person's turn rather than bounce
-	// the message through the broker.
-	unlock, err := s.locks.lock(ctx, conn+"/"+contact.Email)
-	if err != nil {
-		return Verdict{Retry: true, Reason: "cancelled", Err: err}
-	}
-	defer unlock()
-
-	// A duplicate delivery of an applied event costs one read.
-	rec, err := s.ledger.Event(ctx, key)
-	if err != nil {
-		return Verdict{Retry: true, Reason: "ledger", Err: err}
-	}
-	if rec.Done != nil {
-		return Verdict{Outcome: domain.OutcomeDuplicate, ContactID: rec.Done.ContactID}
-	}
-	person, err := s.people.Lock(ctx, conn, contact.Email)
-	if errors.Is(err, ports.ErrClaimHeld) {
-		return Verdict{Retry: true, Reason: "person_busy", Err: err, Delay: s.jitter(500 * time.Millisecond)}
-	}
-	if err != nil {
-		return Verdict{Retry: true, Reason: "ledger", Err: err}
-	}
-	// From here on, writes must land even if the delivery's context ends:
-	// a CRM write may already have happened.
-	wctx := context.WithoutCancel(ctx)
-	defer func() {
-		if err := s.people.Unlock(wctx, person); err != nil {
-			s.log.WarnContext(ctx, "unlocking the person failed; the lock expires with its lease", "connection", conn, "error", err)
-		}
-	}()
-	// Re-read under the lock: another worker may have finished the event
-	// between the first read and the lock.
-	if rec, err = s.ledger.Event(ctx, key); err != nil {
-		return Verdict{Retry: true, Reason: "ledger", Err: err}
-	}
-	if rec.Done != nil {
-		return Verdict{Outcome: domain.OutcomeDuplicate, ContactID: rec.Done.ContactID}
-	}
-
-	v := s.execute(ctx, camp, ev, contact, &person)
-	switch {
-	case v.Retry && v.wait:
-		// Waiting out the CRM's search lag is not a failed attempt.
-	case v.Retry:
-		rec, err := s.ledger.Failed(wctx, key, s.now())
-		if err != nil {
-			s.log.WarnContext(ctx, "recording a failed attempt failed", "event_id", ev.ID, "error", err)
-			return v
-		}
-		v.failures, v.firstFailure = rec.Failures, rec.FirstFailure
-	case v.Outcome == domain.OutcomeDeadLettered:
-		v.failures, v.firstFailure = rec.Failures+1, rec.FirstFailure
-		// A replay after an operator's fix starts afresh.
-		if err := s.ledger.Clear(wctx, key); err != nil {
-			s.log.WarnContext(ctx, "clearing the event's failures failed", "event_id", ev.ID, "error", err)
-		}
-	default:
-		r := ports.Record{Outcome: v.Outcome, ContactID: v.ContactID, At: s.now()}
-		if err := s.ledger.Done(wctx, key, r); err != nil {
-			// The CRM write happened and the person record will say so
-			// (it is written on unlock); the redelivery decides again
-			// from it, without a second create.
-			return Verdict{Retry: true, Reason: "ledger", Err: fmt.Errorf("record result: %w", err)}
-		}
-	}
+func (v Verdict) identify(ev domain.ReferrerJoined) Verdict {
+	v.EventID, v.Campaign = ev.ID, ev.CampaignID
 	return v
 }
 
-// execute makes the duplicate decision and performs it through the CRM. It
-// holds the person's lock; person is updated in place and written back on
-// unlock.
-func (s *Service) execute(ctx context.Context, camp domain.Campaign, ev domain.ReferrerJoined, contact domain.Contact, person *ports.Person) Verdict {
-	crm := s.crms[camp.Connection]
-	who := domain.IdentityOf(contact)
-
-	var match domain.Match
-	found := false
-	switch {
-	case person.ContactID != "" && person.CreatedBy == ev.ID:
-		// This event created the contact; recording that failed before.
-		return Verdict{Outcome: domain.OutcomeCreated, ContactID: person.ContactID}
-	case person.ContactID != "":
-		match, found = domain.Match{ID: person.ContactID}, true
-	case person.Pending != nil:
-		v, m, ok, done := s.reconcile(ctx, camp, ev, contact, person)
-		if done {
-			return v
-		}
-		match, found = m, ok
-	default:
-		matches, err := crm.Find(ctx, who)
-		if err != nil {
-			return s.crmFailure(err)
-		}
-		var ambiguous bool
-		match, found, ambiguous = domain.PickMatch(who, matches)
-		if ambiguous {
-			s.log.InfoContext(ctx, "several contacts match; picked deterministically (user before lead, then oldest)",
-				"connection", camp.Connection, "candidates", len(matches), "contact_id", match.ID, "role", match.Role)
-		}
+// label is the campaign's metric label: its id when the file lists it,
+// else LabelUnconfigured, so labels stay bounded by the file.
+func (s *Service) label(catalog *domain.Catalog, campaign string) string {
+	if _, listed := catalog.Campaigns[campaign]; listed {
+		return campaign
 	}
-
-	switch domain.Decide(camp, found) {
-	case domain.DecideCreate:
-		return s.create(ctx, crm, camp, ev, contact, person)
-	case domain.DecideUpdate:
-		person.ContactID = match.ID
-		return s.update(ctx, crm, person, match.ID, contact)
-	case domain.DecideSkip:
-		person.ContactID = match.ID
-		return Verdict{Outcome: domain.OutcomeSkipped, ContactID: match.ID}
-	case domain.DecideNothing:
-	}
-	return Verdict{Outcome: domain.OutcomeNothing}
-}
-
-// create sends the create, first recording it as pending in the person's
-// record: if its outcome is lost (timeout, reset, crash), whoever handles
-// this person next resolves it before creating anything.
-func (s *Service) create(ctx context.Context, crm ports.CRM, camp domain.Campaign, ev domain.ReferrerJoined, contact domain.Contact, person *ports.Person) Verdict {
-	person.Pending = &ports.PendingCreate{EventID: ev.ID, At: s.now(), ExternalID: contact.ExternalID}
-	if err := s.people.Save(ctx, person); err != nil {
-		person.Pending = nil
-		return Verdict{Retry: true, Reason: "ledger", Err: fmt.Errorf("record pending create: %w", err)}
-	}
-	contact.Marker = ev.ID
-	res, err := crm.Create(ctx, contact)
-	if err != nil {
-		var e *ports.Error
-		if errors.As(err, &e) && !e.Uncertain {
-			person.Pending = nil // certainly not applied (refused, or never sent)
-		}
-		return s.crmFailure(err)
-	}
-	person.Pending, person.ContactID = nil, res.ID
-	if !res.Existing {
-		person.CreatedBy = ev.ID
-		return Verdict{Outcome: domain.OutcomeCreated, ContactID: res.ID}
-	}
-	// The CRM already had this person (a search miss, e.g. its indexing
-	// lag): the duplicate policy applies, never an error.
-	if domain.Decide(camp, true) == domain.DecideSkip {
-		return Verdict{Outcome: domain.OutcomeSkipped, ContactID: res.ID}
-	}
-	return s.update(ctx, crm, person, res.ID, contact)
-}
-
-// reconcile resolves a create whose outcome is unknown. It looks the person
-// up by external id (consistent), email and the marker the create carried.
-// A contact carrying the marker is the pending create's: it is recorded as
-// created for the event that sent it. A contact without the marker is
-// someone else's: the pending create is dropped and this event's policy
-// applies to that contact. If nothing is found and the create carried an
-// external id, the lookup by external id proves it was never applied.
-// Otherwise — a lead, or a user matched by email only — search may simply
-// not show it yet (leads may share an email, so the CRM would not refuse a
-// second one): until the connection's search lag has passed since the
-// create was sent, the event waits. Only one create per person is ever
-// outstanding, because nothing creates while one is pending.
-func (s *Service) reconcile(ctx context.Context, camp domain.Campaign, ev domain.ReferrerJoined, contact domain.Contact, person *ports.Person) (v Verdict, match domain.Match, found, done bool) {
-	crm := s.crms[camp.Connection]
-	p := *person.Pending
-	who := domain.IdentityOf(contact)
-	who.Marker = p.EventID
-	if p.ExternalID != "" {
-		who.ExternalID = p.ExternalID // look the pending create up where it is consistent
-	}
-	matches, err := crm.Find(ctx, who)
-	if err != nil {
-		return s.crmFailure(err), domain.Match{}, false, true
-	}
-	if m, ok := markedBy(matches, p.EventID); ok {
-		if p.EventID != ev.ID {
-			// Another event's create: record it for that event first, so
-			// its redelivery is a duplicate; only then is the pending
-			// create settled, and this event's policy applies.
-			rec := ports.Record{Outcome: domain.OutcomeCreated, ContactID: m.ID, At: s.now()}
-			if err := s.ledger.Done(context.WithoutCancel(ctx), camp.Connection+"/"+p.EventID, rec); err != nil {
-				return Verdict{Retry: true, Reason: "ledger", Err: err}, domain.Match{}, false, true
-			}
-		}
-		person.Pending, person.ContactID, person.CreatedBy = nil, m.ID, p.EventID
-		s.log.InfoContext(ctx, "resolved a create whose outcome was unknown: it was applied",
-			"connection", camp.Connection, "pending_event_id", p.EventID, "contact_id", m.ID)
-		if p.EventID == ev.ID {
-			return Verdict{Outcome: domain.OutcomeCreated, ContactID: m.ID}, m, true, true
-		}
-		return Verdict{}, m, true, false
-	}
-	if len(matches) > 0 {
-		m, _, _ := domain.PickMatch(who, matches)
-		person.Pending = nil
-		s.log.InfoContext(ctx, "a create whose outcome was unknown is moot: the person has another contact",
-			"connection", camp.Connection, "pending_event_id", p.EventID, "contact_id", m.ID)
-		return Verdict{}, m, true, false
-	}
-	if p.ExternalID == "" {
-		if wait := p.At.Add(s.searchLag(camp.Connection)).Sub(s.now()); wait > 0 {
-			return Verdict{Retry: true, wait: true, Reason: "awaiting_search", Delay: wait + s.jitter(250*time.Millisecond),
-				Err: fmt.Errorf("a create sent %s ago may not be searchable yet", s.now().Sub(p.At).Round(time.Millisecond))}, domain.Match{}, false, true
-		}
-	}
-	// Proven not applied (by external id), or the search lag has passed
-	// and the contact is not there.
-	person.Pending = nil
-	return Verdict{}, domain.Match{}, false, false
-}
-
-func markedBy(matches []domain.Match, marker string) (domain.Match, bool) {
-	for _, m := range matches {
-		if m.Marker == marker && marker != "" {
-			return m, true
-		}
-	}
-	return domain.Match{}, false
-}
-
-func (s *Service) update(ctx context.Context, crm ports.CRM, person *ports.Person, id string, contact domain.Contact) Verdict {
-	err := crm.Update(ctx, id, contact.ForUpdate())
-	if ports.KindOf(err) == ports.NotFound {
-		// The remembered contact was deleted or merged away. Forget it;
-		// the retry searches afresh.
-		person.ContactID = ""
-		return Verdict{Retry: true, Reason: "contact_gone", Err: err}
-	}
-	if err != nil {
-		return s.crmFailure(err)
-	}
-	return Verdict{Outcome: domain.OutcomeUpdated, ContactID: id}
+	return LabelUnconfigured
 }
 
 func (s *Service) searchLag(conn string) time.Duration {
-	if d, ok := s.searchLags[conn]; ok && d > 0 {
+	if d, ok := s.cfg.SearchLags[conn]; ok && d > 0 {
 		return d
 	}
 	return DefaultSearchLag
-}
-
-// jitter returns d ± 50 %, so retries of many workers do not align.
-func (s *Service) jitter(d time.Duration) time.Duration {
-	return d/2 + time.Duration(rand.Int64N(int64(d)+1))
-}
-
-// crmFailure classifies a CRM error into retry or dead letter.
-func (s *Service) crmFailure(err error) Verdict {
-	switch k := ports.KindOf(err); k {
-	case ports.Permanent:
-		return Verdict{Outcome: domain.OutcomeDeadLettered, Reason: ReasonCRMRejected, Err: err}
-	case ports.RateLimited:
-		var e *ports.Error
-		errors.As(err, &e)
-		return Verdict{Retry: true, Reason: k.String(), Err: err, Delay: e.RetryAfter}
-	case ports.Transient, ports.Unauthorized, ports.NotFound:
-		return Verdict{Retry: true, Reason: k.String(), Err: err}
-	}
-	return Verdict{Retry: true, Reason: "unknown", Err: err}
-}
-
-func (s *Service) deadLetter(ctx context.Context, m Message, ev domain.ReferrerJoined, label string, action domain.Action, reason string, cause error, firstFailure time.Time) Verdict {
-	d := ports.DeadLetter{
-		Body:      m.Body,
-		Headers:   m.Headers,
-		Reason:    reason,
-		Message:   cause.Error(),
-		Attempts:  m.Attempt,
-		Subject:   m.Subject,
-		FirstSeen: firstFailure,
-		Sequence:  m.Sequence,
-		EventID:   ev.ID,
-		Campaign:  ev.CampaignID,
-		Failed:    s.now(),
-	}
-	if err := s.dlq.DeadLetter(ctx, d); err != nil {
-		s.metrics.Retry(label, "dead_letter_failed")
-		s.log.ErrorContext(ctx, "dead-lettering failed; the message will be redelivered", "event_id", ev.ID, "reason", reason, "error", err)
-		return Verdict{Retry: true, Reason: "dead_letter_failed", Err: err}
-	}
-	s.metrics.Outcome(label, action, domain.OutcomeDeadLettered, reason)
-	s.log.WarnContext(ctx, "event dead-lettered", "event_id", ev.ID, "campaign", ev.CampaignID, "outcome", domain.OutcomeDeadLettered,
-		"reason", reason, "attempts", m.Attempt, "stream_seq", m.Sequence, "detail", cause.Error())
-	return Verdict{Outcome: domain.OutcomeDeadLettered, Reason: reason, Err: cause}
-}
-
-func (s *Service) settle(ctx context.Context, m Message, ev domain.ReferrerJoined, label string, action domain.Action, v Verdict, start time.Time) Verdict {
-	s.metrics.Outcome(label, action, v.Outcome, "")
-	now := s.now()
-	received := m.Received
-	if received.IsZero() {
-		received = start
-	}
-	s.metrics.Processed(max(now.Sub(received), 0))
-	since := ev.Time
-	if since.IsZero() {
-		since = m.Published
-	}
-	if !since.IsZero() && v.Outcome != domain.OutcomeDuplicate {
-		s.metrics.EventAge(received.Sub(since))
-	}
-	s.log.InfoContext(ctx, "event settled", "event_id", ev.ID, "campaign", ev.CampaignID, "outcome", v.Outcome,
-		"contact_id", v.ContactID, "attempts", m.Attempt, "duration", now.Sub(start))
-	return v
 }

@@ -8,85 +8,96 @@ import (
 	"github.com/referrer-sync/referrer-sync/domain"
 )
 
-// ErrClaimHeld means another worker (in this process or another replica)
-// holds a live lock on the person; try again shortly.
-var ErrClaimHeld = errors.New("held by another worker")
+// ErrConflict means the record changed after it was read: another worker
+// (in this process or another replica) wrote it first. Nothing was written;
+// the caller must read again and decide again from what it finds.
+var ErrConflict = errors.New("ledger record changed since it was read")
 
-// ErrClaimLost means the lock was taken over (its lease expired) before the
-// holder finished; the holder must stop writing.
-var ErrClaimLost = errors.New("lock lost")
-
-// Ledger is the durable record of what happened to each event, keyed by
-// (connection, event id). It is what makes redeliveries, duplicate
-// publishes and replays harmless. Writes for an event happen only while the
-// event's person is locked (People.Lock), so they need no compare-and-set
-// of their own.
+// Ledger is the durable record that makes the service exactly-once: one
+// record per person (per connection and normalised email) holding the
+// person's CRM contact, at most one create whose outcome is not yet known,
+// and the terminal outcomes of the person's recent events.
+//
+// Contract, which every implementation must keep (the app relies on each
+// point; adapters/ledger and the in-memory ledger are tested against it):
+//   - Person reads the current record. A person never written is returned
+//     with Revision 0 and no error. A read never blocks on other workers.
+//   - Put is a compare-and-set: it writes p only if the stored record is
+//     still at p.Revision (0: only if no record is stored), then sets
+//     p.Revision to the new revision. Otherwise it returns ErrConflict and
+//     stores nothing. So a worker whose read is stale — because another
+//     worker wrote in between, or because it was paused past the end of
+//     its create's lease and someone else resolved the create — can write
+//     nothing at all.
+//   - A successful Put is durable to the degree the store is (see the
+//     README's Guarantees); an error other than ErrConflict means the write
+//     may or may not have been stored, and the caller must read again.
+//   - ctx bounds the call; a cancelled ctx returns ctx's error, and a Put
+//     cancelled in flight may or may not have been stored.
+//   - Records are kept at least as long as the store's retention (ledger
+//     ttl) after their last write; what is older may be gone.
 type Ledger interface {
-	// Event returns what is recorded for the event; the zero value when
-	// nothing is.
-	Event(ctx context.Context, key string) (EventRecord, error)
-	// Done records that the event was applied.
-	Done(ctx context.Context, key string, r Record) error
-	// Failed records a failed attempt and returns the updated record, so
-	// attempts are counted per event across deliveries and replicas.
-	Failed(ctx context.Context, key string, at time.Time) (EventRecord, error)
-	// Clear forgets the event's failed attempts (after it was
-	// dead-lettered, so that a replay starts afresh). It never forgets an
-	// applied event.
-	Clear(ctx context.Context, key string) error
+	Person(ctx context.Context, connection, email string) (Person, error)
+	Put(ctx context.Context, p *Person) error
 }
 
-// EventRecord is the ledger's state for one event.
-type EventRecord struct {
-	Done         *Record // set once the event was applied
-	Failures     int     // failed attempts so far
-	FirstFailure time.Time
-}
-
-// Record is what the ledger remembers of an applied event.
-type Record struct {
-	Outcome   domain.Outcome
-	ContactID string
-	At        time.Time
-}
-
-// People serialises work on one person (per connection and normalised
-// email) across every worker and replica, and remembers the person's CRM
-// contact, so that a later event for a known person needs no search and is
-// immune to the CRM's search lag.
-type People interface {
-	// Lock takes the person's lock, with a lease after which a crashed
-	// holder's lock can be taken over. It returns ErrClaimHeld when a live
-	// lock is held elsewhere.
-	Lock(ctx context.Context, connection, email string) (Person, error)
-	// Save writes the person's state and keeps the lock; it returns
-	// ErrClaimLost if the lock was taken over.
-	Save(ctx context.Context, p *Person) error
-	// Unlock writes the person's state and releases the lock.
-	Unlock(ctx context.Context, p Person) error
-}
-
-// Person is a locked person record.
+// Person is one person's record.
 type Person struct {
-	Key       string
-	Revision  uint64
-	ContactID string // the CRM contact, once known
-	// CreatedBy is the event whose create made ContactID, so that event's
-	// redelivery is answered "created" even if recording it failed.
-	CreatedBy string
-	// Pending is a create that was sent and whose outcome is not known
-	// (timeout, reset, crash): it must be resolved before anything else
-	// creates this person.
+	Connection string
+	Email      string // normalised; implementations keep it out of keys
+	// Revision is the stored revision this value was read at (0: none).
+	Revision uint64
+	// ContactID is the person's CRM contact, once known: a later event for
+	// a known person needs no search and is immune to the CRM's search lag.
+	ContactID string
+	// Pending is a create that may have been sent and whose outcome is not
+	// known yet. While it is set, nothing else creates this person.
 	Pending *PendingCreate
+	// Events holds the person's recent events: their terminal outcomes,
+	// and the failed attempts of those not yet settled. Oldest first,
+	// bounded by the application.
+	Events []EventRecord
 }
 
 // PendingCreate is a create request that may or may not have been applied.
 type PendingCreate struct {
 	EventID string
-	At      time.Time
+	// Owner names the process that sent it, for diagnosis only.
+	Owner string
+	// NotAfter is the last moment the create could still be sent: the
+	// deadline the CRM adapter was given, after which it never sends.
+	// Until then the holder is working and everyone else waits; after it,
+	// the create either was applied or never will be, and whoever comes
+	// next resolves it.
+	NotAfter time.Time
 	// ExternalID is the external id the create carried, if any: the CRM
 	// can then tell at once whether it was applied (a lookup by external
-	// id is consistent, unlike search), so nobody need wait for the
-	// search lag.
+	// id is consistent, unlike search), so nobody need wait for search lag.
 	ExternalID string
 }
+
+// EventRecord is what the ledger knows of one event.
+type EventRecord struct {
+	ID string
+	// Outcome is the event's terminal outcome (created, updated, skipped,
+	// nothing, dead_lettered), or empty while it has only failed attempts.
+	Outcome   domain.Outcome
+	ContactID string
+	At        time.Time // when the outcome, or the last failure, was recorded
+	// Failures counts failed attempts across deliveries and replicas.
+	Failures     int
+	FirstFailure time.Time
+	// Reason is the dead-letter reason of a dead-lettered event, or the
+	// cause of the last failed attempt of one not settled yet.
+	Reason string
+	// Unreported is set when the outcome was recorded while handling
+	// another event (a create found applied by whoever resolved it): the
+	// event's own message has not counted it yet, and will, once.
+	Unreported bool
+	// ReplayedFrom is the dead letter whose replay last re-armed the event,
+	// so that a redelivery of that same replay does not re-arm it again.
+	ReplayedFrom string
+}
+
+// Terminal reports whether the event has ended.
+func (r EventRecord) Terminal() bool { return r.Outcome != "" }

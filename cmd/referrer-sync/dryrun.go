@@ -16,7 +16,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/referrer-sync/referrer-sync/adapters/consumer"
-	"github.com/referrer-sync/referrer-sync/adapters/ledger"
 	"github.com/referrer-sync/referrer-sync/adapters/metrics"
 	"github.com/referrer-sync/referrer-sync/app"
 	"github.com/referrer-sync/referrer-sync/domain"
@@ -65,67 +64,6 @@ func provisionDryRun(ctx context.Context, js jetstream.JetStream, cfg consumer.C
 	}
 	return nil
 }
-
-// readOnlyLedger gives the dry run the ledger's reads: whether an event was
-// applied, and which contact a person is. l is nil when the bucket does not
-// exist (the service never ran): then nothing is known.
-type readOnlyLedger struct{ l *ledger.Ledger }
-
-// openLedgerReadOnly opens the existing ledger bucket without creating it.
-// ledger.New provisions with create-or-update, so it is given the bucket's
-// own settings, read first, and changes nothing.
-func openLedgerReadOnly(ctx context.Context, js jetstream.JetStream, cfg ledger.Config) (readOnlyLedger, error) {
-	if cfg.Bucket == "" {
-		cfg.Bucket = "referrer_sync_ledger" // ledger's default
-	}
-	kv, err := js.KeyValue(ctx, cfg.Bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return readOnlyLedger{}, nil
-	}
-	if err != nil {
-		return readOnlyLedger{}, fmt.Errorf("dry run: open ledger bucket %s: %w", cfg.Bucket, err)
-	}
-	st, err := kv.Status(ctx)
-	if err != nil {
-		return readOnlyLedger{}, fmt.Errorf("dry run: ledger bucket %s: %w", cfg.Bucket, err)
-	}
-	cfg.TTL = st.TTL()
-	if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok {
-		cfg.Replicas = bs.StreamInfo().Config.Replicas
-	}
-	l, err := ledger.New(ctx, js, cfg)
-	if err != nil {
-		return readOnlyLedger{}, fmt.Errorf("dry run: %w", err)
-	}
-	return readOnlyLedger{l: l}, nil
-}
-
-func (r readOnlyLedger) Event(ctx context.Context, key string) (ports.EventRecord, error) {
-	if r.l == nil {
-		return ports.EventRecord{}, nil
-	}
-	return r.l.Event(ctx, key)
-}
-
-// PersonContact lets app.Service.Plan decide for known people as Handle
-// does, without the person's lock.
-func (r readOnlyLedger) PersonContact(ctx context.Context, connection, email string) (string, error) {
-	if r.l == nil {
-		return "", nil
-	}
-	return r.l.PersonContact(ctx, connection, email)
-}
-
-func (readOnlyLedger) Done(context.Context, string, ports.Record) error { return errDryRun }
-func (readOnlyLedger) Failed(context.Context, string, time.Time) (ports.EventRecord, error) {
-	return ports.EventRecord{}, errDryRun
-}
-func (readOnlyLedger) Clear(context.Context, string) error { return errDryRun }
-func (readOnlyLedger) Lock(context.Context, string, string) (ports.Person, error) {
-	return ports.Person{}, errDryRun
-}
-func (readOnlyLedger) Save(context.Context, *ports.Person) error  { return errDryRun }
-func (readOnlyLedger) Unlock(context.Context, ports.Person) error { return errDryRun }
 
 type refuseDeadLetters struct{}
 

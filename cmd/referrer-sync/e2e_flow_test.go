@@ -116,7 +116,7 @@ func TestCampaignActionsEndToEnd(t *testing.T) {
 	})
 	t.Run("every applied event is in the ledger", func(t *testing.T) {
 		for id, want := range map[string]domain.Outcome{"e1": "created", "e2": "created", "e3": "skipped", "e4": "updated"} {
-			rec, ok, err := h.in.ledger.Lookup(context.Background(), "main/"+id)
+			rec, ok, err := h.in.ledger.Event(context.Background(), "main", id)
 			if err != nil || !ok || rec.Outcome != want {
 				t.Errorf("ledger %s: got %+v ok=%v err=%v, want %s", id, rec, ok, err, want)
 			}

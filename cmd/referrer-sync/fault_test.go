@@ -457,7 +457,7 @@ func (c *faultCluster) chaos(ctx context.Context, rng *rand.Rand, kills int) err
 // say after a phase.
 type faultState struct {
 	ok        bool
-	records   map[string]ports.Record
+	records   map[string]ports.EventRecord
 	dlq       []faultDeadLetter
 	delivered uint64
 	pending   uint64
@@ -473,7 +473,7 @@ type faultState struct {
 func (c *faultCluster) awaitSettled(ctx context.Context, led *ledger.Ledger, w *faultWorkload, final bool, within time.Duration) faultState {
 	c.t.Helper()
 	start := time.Now()
-	st := faultState{records: map[string]ports.Record{}}
+	st := faultState{records: map[string]ports.EventRecord{}}
 	var want []*faultEvent
 	for _, e := range w.events {
 		if !e.person.final || final {
@@ -492,14 +492,14 @@ func (c *faultCluster) awaitSettled(ctx context.Context, led *ledger.Ledger, w *
 	deadline := time.Now().Add(within)
 	for {
 		missing := 0
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		snap, err := led.Events(lctx)
+		cancel()
 		for _, e := range want {
 			if _, ok := st.records[e.id]; ok {
 				continue
 			}
-			lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			rec, ok, err := led.Lookup(lctx, faultConnection+"/"+e.id)
-			cancel()
-			if err == nil && ok {
+			if rec, ok := snap[faultConnection+"/"+e.id]; err == nil && ok && rec.Terminal() {
 				st.records[e.id] = rec
 				continue
 			}

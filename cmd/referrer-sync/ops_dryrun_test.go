@@ -57,15 +57,13 @@ func TestDryRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := led.Done(ctx, "main/dry-dup", ports.Record{Outcome: domain.OutcomeCreated, ContactID: lead.ID, At: time.Now()}); err != nil {
+	dup := ports.Person{Connection: "main", Email: "dup@example.com", ContactID: lead.ID,
+		Events: []ports.EventRecord{{ID: "dry-dup", Outcome: domain.OutcomeCreated, ContactID: lead.ID, At: time.Now()}}}
+	if err := led.Put(ctx, &dup); err != nil {
 		t.Fatal(err)
 	}
-	p, err := led.Lock(ctx, "main", "remembered@example.com")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.ContactID = "remembered-contact"
-	if err := led.Unlock(ctx, p); err != nil {
+	known := ports.Person{Connection: "main", Email: "remembered@example.com", ContactID: "remembered-contact"}
+	if err := led.Put(ctx, &known); err != nil {
 		t.Fatal(err)
 	}
 	ledgerSeq := streamLastSeq(t, env.js, "KV_referrer_sync_ledger")

@@ -273,7 +273,7 @@ metrics: {consumer_poll_interval: 200ms}
 
 	t.Run("ledger agrees", func(t *testing.T) {
 		for id, want := range map[string]domain.Outcome{"m1": domain.OutcomeCreated, "m2": domain.OutcomeCreated, "m3": domain.OutcomeUpdated} {
-			rec, ok, err := h.in.ledger.Lookup(context.Background(), "main/"+id)
+			rec, ok, err := h.in.ledger.Event(context.Background(), "main", id)
 			if err != nil || !ok || rec.Outcome != want {
 				t.Errorf("%s: got %+v ok=%v err=%v, want %s", id, rec, ok, err, want)
 			}

@@ -65,7 +65,7 @@ func (e *Env) calls(ctx context.Context) ([]Calls, error) {
 		return nil, err
 	}
 	svc, err := app.New(app.Config{
-		Catalog: catalog(conn), CRMs: map[string]ports.CRM{conn: cl}, Ledger: led, People: led,
+		Catalog: catalog(conn), CRMs: map[string]ports.CRM{conn: cl}, Ledger: led,
 		DeadLetters: refuseDeadLetters{}, Metrics: metrics.New("bench"), Logger: serviceLogger(),
 	})
 	if err != nil {

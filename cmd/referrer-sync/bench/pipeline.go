@@ -101,6 +101,8 @@ type runStats struct {
 	requests sync.Map // "conn op status" → *atomic.Int64
 	retries  sync.Map // reason → *atomic.Int64
 	handled  atomic.Int64
+	kvReads  atomic.Int64 // ledger reads asked by the service
+	kvWrites atomic.Int64 // ledger compare-and-set writes asked by the service
 }
 
 func bump(m *sync.Map, key string) {
@@ -149,8 +151,7 @@ func (e *Env) runPipeline(ctx context.Context, sp spec) (Result, *runStats, []em
 		DeadLetterSubject: "dlq." + sp.subject, DeadLetterStream: sp.stream + "_DLQ",
 		Workers: sp.workers, AckWait: 30 * time.Second,
 	}.WithDefaults()
-	ccfg.MaxDeliver = 10 // as the service sets it: retry.max_attempts (5) + 5
-	if err := consumer.Provision(ctx, e.js, ccfg); err != nil {
+	if err := consumer.Provision(ctx, e.js, ccfg, nil); err != nil {
 		return Result{}, nil, nil, err
 	}
 	defer e.deleteConsumer(sp.stream, durable)
@@ -292,17 +293,14 @@ func (e *Env) startReplica(ctx context.Context, sp spec, ccfg consumer.Config, b
 		r.close()
 		return nil, err
 	}
-	var (
-		led    ports.Ledger = nopLedger{}
-		people ports.People = nopLedger{}
-	)
+	var led ports.Ledger = nopLedger{}
 	if bucket != "" {
-		l, err := ledger.New(ctx, js, ledger.Config{Bucket: bucket, Lease: 2 * ccfg.AckWait})
+		l, err := ledger.New(ctx, js, ledger.Config{Bucket: bucket})
 		if err != nil {
 			r.close()
 			return nil, err
 		}
-		led, people = l, l
+		led = &countingLedger{Ledger: l, st: st}
 	}
 	m := metrics.New("bench")
 	crms := map[string]ports.CRM{}
@@ -329,7 +327,7 @@ func (e *Env) startReplica(ctx context.Context, sp spec, ccfg consumer.Config, b
 	}
 	log := serviceLogger()
 	svc, err := app.New(app.Config{
-		Catalog: sp.catalog, CRMs: crms, Ledger: led, People: people,
+		Catalog: sp.catalog, CRMs: crms, Ledger: led,
 		DeadLetters: consumer.NewDeadLetters(js, ccfg), Metrics: m,
 		Logger: log.With("component", "app"), MaxAttempts: sp.maxAttempts,
 	})
@@ -388,20 +386,27 @@ func (c *nopCRM) Create(context.Context, domain.Contact) (ports.Created, error) 
 
 func (c *nopCRM) Update(context.Context, string, domain.Contact) error { return nil }
 
-// nopLedger is "ledger off": nothing is remembered and every lock is
-// granted, so configuration (2) measures decode, decide and map alone.
+// nopLedger is "ledger off": nothing is remembered and every write
+// succeeds, so configuration (2) measures decode, decide and map alone.
 type nopLedger struct{}
 
-func (nopLedger) Event(context.Context, string) (ports.EventRecord, error) {
-	return ports.EventRecord{}, nil
+func (nopLedger) Person(_ context.Context, conn, email string) (ports.Person, error) {
+	return ports.Person{Connection: conn, Email: email}, nil
 }
-func (nopLedger) Done(context.Context, string, ports.Record) error { return nil }
-func (nopLedger) Failed(_ context.Context, _ string, at time.Time) (ports.EventRecord, error) {
-	return ports.EventRecord{Failures: 1, FirstFailure: at}, nil
+func (nopLedger) Put(context.Context, *ports.Person) error { return nil }
+
+// countingLedger counts the KV operations the service asks of the ledger.
+type countingLedger struct {
+	ports.Ledger
+	st *runStats
 }
-func (nopLedger) Clear(context.Context, string) error { return nil }
-func (nopLedger) Lock(_ context.Context, conn, email string) (ports.Person, error) {
-	return ports.Person{Key: conn + "/" + email}, nil
+
+func (c *countingLedger) Person(ctx context.Context, conn, email string) (ports.Person, error) {
+	c.st.kvReads.Add(1)
+	return c.Ledger.Person(ctx, conn, email)
 }
-func (nopLedger) Save(context.Context, *ports.Person) error  { return nil }
-func (nopLedger) Unlock(context.Context, ports.Person) error { return nil }
+
+func (c *countingLedger) Put(ctx context.Context, p *ports.Person) error {
+	c.st.kvWrites.Add(1)
+	return c.Ledger.Put(ctx, p)
+}
