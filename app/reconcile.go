@@ -79,4 +79,3 @@ func markedBy(matches []domain.Match, marker string) (domain.Match, bool) {
 	}
 	return domain.Match{}, false
 }
-
