@@ -276,7 +276,8 @@ func (c *call) checkValues(raw any) (map[string]string, *response) {
 }
 
 func validEmail(s string) bool {
-	local, domain, ok := strings.Cut(strings.TrimSpace(s), "@")
+	s = strings.TrimSpace(s)
+	local, domain, ok := strings.Cut(s, "@")
 	return ok && local != "" && strings.Contains(domain, ".") && !strings.ContainsAny(s, " ,;<>")
 }
 
