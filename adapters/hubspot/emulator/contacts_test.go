@@ -215,7 +215,9 @@ func TestSearchLagAndFilters(t *testing.T) {
 			"properties":   []string{"email", "referrer_sync_event_id"},
 		})
 	}
-	eq := func(p, v string) map[string]any { return map[string]any{"propertyName": p, "operator": "EQ", "value": v} }
+	eq := func(p, v string) map[string]any {
+		return map[string]any{"propertyName": p, "operator": "EQ", "value": v}
+	}
 	total := func(r result) float64 { n, _ := r.json()["total"].(float64); return n }
 
 	if n := total(search(eq("email", "ada@example.com"))); n != 0 {
