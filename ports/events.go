@@ -9,10 +9,14 @@ import (
 
 // DeadLetter is a message that can never be processed, with why.
 type DeadLetter struct {
-	Body      []byte
-	Headers   map[string]string // the original message's headers
-	Reason    string            // stable reason class, e.g. "invalid_email"
-	Message   string            // human-readable detail, free of personal data
+	Body []byte
+	// Headers are the original message's headers exactly as received:
+	// names in their original case, every value of a repeated header in
+	// order (the shape of nats.Header and http.Header), so a dead letter
+	// keeps what came in and a replay sends it back unchanged.
+	Headers   map[string][]string
+	Reason    string // stable reason class, e.g. "invalid_email"
+	Message   string // human-readable detail, free of personal data
 	Attempts  int
 	Subject   string
 	Sequence  uint64

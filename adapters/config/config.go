@@ -44,16 +44,34 @@ type Log struct {
 
 // NATS configures the bus. An empty URL starts an embedded server.
 type NATS struct {
-	URL               string   `yaml:"url"`
-	Stream            string   `yaml:"stream"`
-	Subject           string   `yaml:"subject"`
-	Consumer          string   `yaml:"consumer"`
-	DeadLetterSubject string   `yaml:"dead_letter_subject"`
-	DeadLetterStream  string   `yaml:"dead_letter_stream"`
-	Workers           int      `yaml:"workers"`
-	AckWait           Duration `yaml:"ack_wait"`
-	Replicas          int      `yaml:"replicas"`
-	StoreDir          string   `yaml:"store_dir"` // embedded server only
+	URL               string `yaml:"url"`
+	Stream            string `yaml:"stream"`
+	Subject           string `yaml:"subject"`
+	Consumer          string `yaml:"consumer"`
+	DeadLetterSubject string `yaml:"dead_letter_subject"`
+	DeadLetterStream  string `yaml:"dead_letter_stream"`
+	Workers           int    `yaml:"workers"`
+	// PullBatch is how many messages one pull request asks for; the
+	// process holds at most about this many that no worker has started.
+	// Default 8.
+	PullBatch int `yaml:"pull_batch"`
+	// AckWait, MaxDeliver and MaxAckPending configure the durable
+	// consumer. Unset, the durable is created with 30s, unlimited and
+	// 1000, and an existing durable keeps its own values (an operator's
+	// `nats consumer edit` survives a restart); set, they are applied.
+	// max_deliver: 0 or unset → unlimited, -1 → unlimited (applied).
+	AckWait       Duration `yaml:"ack_wait"`
+	MaxDeliver    int      `yaml:"max_deliver"`
+	MaxAckPending int      `yaml:"max_ack_pending"`
+	// Retention of the event stream and the dead-letter stream, applied
+	// like the consumer's settings. Unset: 168h and 1 GiB, 720h and
+	// 256 MiB at creation. A byte limit of -1 is unlimited.
+	StreamMaxAge       Duration `yaml:"stream_max_age"`
+	StreamMaxBytes     int64    `yaml:"stream_max_bytes"`
+	DeadLetterMaxAge   Duration `yaml:"dead_letter_max_age"`
+	DeadLetterMaxBytes int64    `yaml:"dead_letter_max_bytes"`
+	Replicas           int      `yaml:"replicas"`
+	StoreDir           string   `yaml:"store_dir"` // embedded server only
 	// DrainTimeout is the shutdown grace period: on SIGTERM the service
 	// stops pulling and waits this long for in-flight messages to finish
 	// and be acknowledged; what is still running then is redelivered after
@@ -224,6 +242,31 @@ func (f *File) Validate() error {
 	}
 	if f.NATS.AckWait != 0 && time.Duration(f.NATS.AckWait) < time.Second {
 		add("nats.ack_wait", "%s is shorter than 1s", time.Duration(f.NATS.AckWait))
+	}
+	if f.NATS.PullBatch < 0 || f.NATS.PullBatch > 4096 {
+		add("nats.pull_batch", "%d is not between 1 and 4096", f.NATS.PullBatch)
+	}
+	if f.NATS.MaxDeliver < -1 {
+		add("nats.max_deliver", "%d is neither a limit, 0 (unset: unlimited) nor -1 (unlimited)", f.NATS.MaxDeliver)
+	}
+	if f.NATS.MaxAckPending < -1 {
+		add("nats.max_ack_pending", "%d is neither a limit, 0 (unset) nor -1 (unlimited)", f.NATS.MaxAckPending)
+	}
+	for _, d := range []struct {
+		path string
+		v    Duration
+	}{{"nats.stream_max_age", f.NATS.StreamMaxAge}, {"nats.dead_letter_max_age", f.NATS.DeadLetterMaxAge}} {
+		if d.v < 0 || (d.v > 0 && time.Duration(d.v) < time.Minute) {
+			add(d.path, "%s is not at least 1m", time.Duration(d.v))
+		}
+	}
+	for _, b := range []struct {
+		path string
+		v    int64
+	}{{"nats.stream_max_bytes", f.NATS.StreamMaxBytes}, {"nats.dead_letter_max_bytes", f.NATS.DeadLetterMaxBytes}} {
+		if b.v < -1 {
+			add(b.path, "%d is neither a limit, 0 (unset) nor -1 (unlimited)", b.v)
+		}
 	}
 	if f.NATS.DrainTimeout < 0 {
 		add("nats.drain_timeout", "must not be negative")

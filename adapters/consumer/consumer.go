@@ -13,11 +13,9 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
-	wmjs "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/jetstream"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 
 	"github.com/referrer-sync/referrer-sync/app"
 )
@@ -27,42 +25,51 @@ type Handler interface {
 	Handle(ctx context.Context, m app.Message) app.Verdict
 }
 
-// Metadata keys the unmarshaler sets from the JetStream delivery.
-const (
-	metaSubject   = "_rs_subject"
-	metaSequence  = "_rs_stream_seq"
-	metaDelivered = "_rs_num_delivered"
-	metaPublished = "_rs_published"
-	metaHeaders   = "_rs_h_"
-)
-
-// errRetry tells Watermill to negatively acknowledge; the subscriber's
-// NakDelay then picks the redelivery delay.
+// errRetry tells Watermill the delivery was sent back; the consumer has
+// already told the server when to redeliver it.
 var errRetry = errors.New("retry later")
 
-// Consumer runs the Watermill router over the durable pull consumer.
+// doubleAck selects the acknowledgement: a double ack waits for the
+// server's confirmation, a plain ack is sent and not waited for. Measured
+// (README, "Performance"), the plain ack is the faster by far, and what the
+// round trip bought, knowing that no acknowledgement was lost, the ledger
+// now makes unnecessary: a lost ack means one redelivery, which the ledger
+// answers as a duplicate. The connection is flushed before a drain ends, so
+// acks written during the drain reach the server.
+const doubleAck = false
+
+// Consumer runs a Watermill router over the durable pull consumer. Its
+// subscriber pulls in batches from one iterator per process and hands each
+// message to one of Workers router handlers; each handler settles its
+// message on the server (ack or delayed redelivery) before it returns, so a
+// finished message is acknowledged before the drain counts it finished.
 type Consumer struct {
-	nc       *nats.Conn
-	cfg      Config
-	router   *message.Router
-	sub      *wmjs.Subscriber
-	handler  Handler
-	log      *slog.Logger
-	gate     sync.Mutex // orders the draining flag against inflight.Add
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	cfg     Config
+	router  *message.Router
+	sub     *subscriber
+	handler Handler
+	log     *slog.Logger
+	// gate orders the draining flag against work.add, so that once Run
+	// has set draining no message it does not wait for is started.
+	gate     sync.Mutex
 	draining atomic.Bool
-	inflight sync.WaitGroup
+	work     tracker
 	busy     atomic.Int64
 	ran      atomic.Bool
-	// deliveries maps a Watermill message UUID to its JetStream delivery,
-	// so the handler can acknowledge on the server before it reports the
-	// message done (see settle).
-	deliveries sync.Map
+	// What the server has, learnt at start and refreshed while running:
+	// an operator may have changed the durable.
+	ackWait    atomic.Int64 // nanoseconds
+	maxDeliver atomic.Int64 // ≤ 0: unlimited
+	handedBack atomic.Int64
 }
 
 // New builds the consumer on a dedicated connection, which the consumer's
-// Close drains; nc must not be shared with other users. The stream topology
-// must have been provisioned (see Provision). routerDecorators, if given,
-// decorates the router before handlers are added (Prometheus metrics).
+// Run drains at its end; nc must not be shared with other users. The
+// stream topology must have been provisioned (see Provision).
+// routerDecorators, if given, decorate the router before handlers are added
+// (Prometheus metrics).
 func New(nc *nats.Conn, cfg Config, h Handler, log *slog.Logger, routerDecorators ...func(*message.Router)) (*Consumer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -71,66 +78,72 @@ func New(nc *nats.Conn, cfg Config, h Handler, log *slog.Logger, routerDecorator
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	c := &Consumer{nc: nc, cfg: cfg, handler: h, log: log}
-	// Watermill's subscriber logs every message at Info; that is Debug
-	// for us.
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("consumer: %w", err)
+	}
+	c := &Consumer{nc: nc, js: js, cfg: cfg, handler: h, log: log}
+	c.ackWait.Store(int64(cmpOr(cfg.AckWait, DefaultAckWait)))
+	c.maxDeliver.Store(int64(cfg.MaxDeliver))
+	c.sub = &subscriber{c: c}
+	// Watermill's router logs at Info what is Debug for us.
 	wmLog := quietAcks{watermill.NewSlogLoggerWithLevelMapping(log.With("component", "watermill"),
 		map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})}
-
-	sub, err := wmjs.NewSubscriber(wmjs.SubscriberConfig{
-		Conn:   nc,
-		Logger: wmLog,
-		// The watermill-side timer equals the server's, so the library
-		// never gives up on a message the server still considers ours.
-		AckWaitTimeout: cfg.AckWait,
-		// Bind to the pre-provisioned durable. The library's initializers
-		// would create an ephemeral consumer (every replica gets every
-		// message) or derive names from the dotted subject (invalid), and
-		// would delete the consumer on close.
-		ResourceInitializer: func(ctx context.Context, js jetstream.JetStream, _ string) (jetstream.Consumer, func(context.Context, watermill.LoggerAdapter), error) {
-			cons, err := js.Consumer(ctx, cfg.Stream, cfg.Consumer)
-			return cons, nil, err
-		},
-		// One message buffered per pull loop: the server's AckWait starts
-		// at delivery, so a deep client buffer would eat the budget.
-		ConsumeOptions: []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(1)},
-		NakDelay:       retryDelay{c: c},
-		Unmarshaler:    unmarshaler{c: c},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("consumer: subscriber: %w", err)
-	}
-	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.DrainTimeout}, wmLog)
+	// The drain waits for in-flight messages before the router closes; by
+	// then nothing is left to wait for.
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 2 * time.Second}, wmLog)
 	if err != nil {
 		return nil, fmt.Errorf("consumer: router: %w", err)
 	}
 	for _, d := range routerDecorators {
 		d(router)
 	}
-	// One handler per worker: each is an independent pull loop on the
-	// shared durable with one message in flight.
+	// One handler per worker, all fed by the one pull iterator.
 	for i := range cfg.Workers {
-		router.AddConsumerHandler("referrer_joined_"+strconv.Itoa(i), cfg.Subject, sub, c.handle)
+		router.AddConsumerHandler("referrer_joined_"+strconv.Itoa(i), cfg.Subject, c.sub, c.handle)
 	}
-	c.sub, c.router = sub, router
+	c.router = router
 	return c, nil
+}
+
+func cmpOr[T comparable](a, b T) T {
+	var zero T
+	if a != zero {
+		return a
+	}
+	return b
 }
 
 // Running is closed once every worker is pulling.
 func (c *Consumer) Running() <-chan struct{} { return c.router.Running() }
 
-// Run consumes until ctx is cancelled, then drains: it stops taking new
-// messages (those already delivered to this process are handed back at
-// once), lets in-flight ones finish and be acknowledged for up to
-// DrainTimeout, and closes the router. It deletes nothing on the server.
+// Run consumes until ctx is cancelled, then drains: it stops fetching at
+// once, hands every message it holds but has not started back to the
+// server for another replica (an immediate negative acknowledgement: the
+// draining process no longer pulls, so it cannot take them again), lets
+// in-flight ones finish and be acknowledged for up to DrainTimeout, flushes
+// the acknowledgements and closes the router and the connection. It deletes
+// nothing on the server.
 func (c *Consumer) Run(ctx context.Context) error {
 	if !c.ran.CompareAndSwap(false, true) {
 		return errors.New("consumer: Run called twice")
 	}
-	// The router runs on a context of its own: cancelling it would close
-	// the subscriber at once and drop in-flight acks.
+	defer c.closeConn()
+	// A cancel that comes while starting is a drain like any other.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	err := c.sub.start(sctx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	// The router runs on a context of its own: cancelling it would stop
+	// the handlers at once, before their messages are settled.
 	errc := make(chan error, 1)
 	go func() { errc <- c.router.Run(context.Background()) }()
+	refreshDone := make(chan struct{})
+	refreshCtx, stopRefresh := context.WithCancel(context.Background())
+	go func() { defer close(refreshDone); c.refresh(refreshCtx) }()
+	defer func() { stopRefresh(); <-refreshDone }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("consumer: router stopped: %w", err)
@@ -146,108 +159,216 @@ func (c *Consumer) Run(ctx context.Context) error {
 	c.gate.Lock()
 	c.draining.Store(true)
 	c.gate.Unlock()
-	c.log.Info("draining: no new messages; waiting for in-flight ones", "in_flight", c.busy.Load(), "timeout", c.cfg.DrainTimeout)
-	done := make(chan struct{})
-	go func() { c.inflight.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(c.cfg.DrainTimeout):
-		c.log.Warn("drain timeout: unfinished messages will be redelivered after AckWait", "in_flight", c.busy.Load())
-	}
-	// Stop pulling before the router closes the subscriber: draining the
-	// connection hands every message already delivered to this process to
-	// a handler, which gives it back, and lets every pull callback finish.
-	// watermill-nats v2.1.3 would otherwise close its output channel while
-	// a callback may still send on it (a data race, and a possible "send
-	// on closed channel" panic), and drop buffered messages without a NAK.
-	if err := c.nc.Drain(); err == nil {
-		for deadline := time.Now().Add(5 * time.Second); !c.nc.IsClosed() && time.Now().Before(deadline); {
-			time.Sleep(10 * time.Millisecond)
+	handedOver := c.sub.stopPulling()
+	c.log.Info("draining: fetching nothing new; messages not started go back to the server; waiting for in-flight ones",
+		"in_flight", c.busy.Load(), "timeout", c.cfg.DrainTimeout)
+	timeout := time.NewTimer(c.cfg.DrainTimeout)
+	defer timeout.Stop()
+	for _, ch := range []<-chan struct{}{handedOver, c.work.idle()} {
+		select {
+		case <-ch:
+		case <-timeout.C:
+			c.log.Warn("drain timeout: unfinished messages will be redelivered after AckWait", "in_flight", c.busy.Load())
 		}
 	}
-	err := c.router.Close()
+	// Every settle and hand-back has been written; make sure it reached
+	// the server before the connection goes.
+	if err := c.nc.FlushTimeout(5 * time.Second); err != nil {
+		c.log.Warn("flushing acknowledgements failed; unacknowledged messages will be redelivered after AckWait", "error", err)
+	}
+	c.log.Info("consumer finished draining", "handed_back", c.handedBack.Load())
+	err = c.router.Close()
 	if rerr := <-errc; err == nil {
 		err = rerr
 	}
 	return err
 }
 
+// closeConn drains the consumer's own connection (flushing what is still
+// buffered) and waits, briefly, for it to close.
+func (c *Consumer) closeConn() {
+	if err := c.nc.Drain(); err == nil {
+		for deadline := time.Now().Add(5 * time.Second); !c.nc.IsClosed() && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// refresh re-reads the durable's AckWait and MaxDeliver now and then, so an
+// operator's edit while the service runs is followed: the last delivery
+// must be recognised, or a message would be sent back that the server
+// never delivers again.
+func (c *Consumer) refresh(ctx context.Context) {
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		cons, err := c.js.Consumer(ictx, c.cfg.Stream, c.cfg.Consumer)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				c.log.Warn("reading the durable's settings failed; keeping the last known", "error", err)
+			}
+			continue
+		}
+		c.learn(cons.CachedInfo().Config)
+	}
+}
+
+// learn takes the durable's settings that change how messages are handled.
+func (c *Consumer) learn(cc jetstream.ConsumerConfig) {
+	if cc.AckWait > 0 {
+		if old := time.Duration(c.ackWait.Swap(int64(cc.AckWait))); old != cc.AckWait {
+			c.log.Info("the durable's ack wait is the processing budget", "ack_wait", cc.AckWait, "was", old)
+		}
+	}
+	if old := int(c.maxDeliver.Swap(int64(cc.MaxDeliver))); old != cc.MaxDeliver {
+		c.log.Info("the durable's delivery limit changed; the last delivery of a message is dead-lettered rather than retried",
+			"max_deliver", cc.MaxDeliver, "was", old)
+	}
+}
+
 // Busy is the number of messages being processed now.
 func (c *Consumer) Busy() int64 { return c.busy.Load() }
 
-func (c *Consumer) handle(msg *message.Message) error {
-	var delivery jetstream.Msg
-	if d, ok := c.deliveries.LoadAndDelete(msg.UUID); ok {
-		delivery = d.(jetstream.Msg)
-	}
-	c.gate.Lock()
-	if c.draining.Load() {
-		c.gate.Unlock()
-		if delivery != nil {
-			// Hand it back, not to be redelivered before this drain is
-			// over: an immediate NAK comes straight back to this
-			// process's pull loops and burns the message's deliveries
-			// towards MaxDeliver, after which the server never
-			// delivers it again.
-			_ = delivery.NakWithDelay(c.handBackDelay())
-		}
-		return errRetry
-	}
-	c.inflight.Add(1)
-	c.gate.Unlock()
-	c.busy.Add(1)
-	defer func() { c.busy.Add(-1); c.inflight.Done() }()
+// HandedBack is how many messages the drain gave back to the server
+// without starting them.
+func (c *Consumer) HandedBack() int64 { return c.handedBack.Load() }
 
-	md := msg.Metadata
-	m := app.Message{
-		Body:     msg.Payload,
-		Headers:  map[string]string{},
-		Subject:  md.Get(metaSubject),
-		Received: time.Now(),
+// isLast reports whether the server will not deliver m again.
+func (c *Consumer) isLast(m jetstream.Msg) bool {
+	limit := c.maxDeliver.Load()
+	if limit <= 0 {
+		return false
 	}
-	m.Sequence, _ = strconv.ParseUint(md.Get(metaSequence), 10, 64)
-	m.Attempt, _ = strconv.Atoi(md.Get(metaDelivered))
-	if ns, err := strconv.ParseInt(md.Get(metaPublished), 10, 64); err == nil {
-		m.Published = time.Unix(0, ns)
+	meta, err := m.Metadata()
+	return err == nil && meta.NumDelivered >= uint64(limit)
+}
+
+// admit decides, for a message just taken from the iterator, whether it is
+// processed (true, counted as in flight) or, while draining, handed back.
+// A message on its last delivery is processed even while draining: handed
+// back, it would never be delivered again.
+func (c *Consumer) admit(m jetstream.Msg, last bool) bool {
+	c.gate.Lock()
+	if c.draining.Load() && !last {
+		c.gate.Unlock()
+		c.handBack(m)
+		return false
 	}
-	for k, v := range md {
-		if name, ok := strings.CutPrefix(k, metaHeaders); ok {
-			m.Headers[name] = v
-		}
+	c.work.add()
+	c.gate.Unlock()
+	return true
+}
+
+// handBack gives a message that was never started back to the server for
+// immediate redelivery to another replica. Its delivery count already rose
+// when it was delivered here; the hand-back itself spends none, and this
+// process, which no longer pulls, does not take it again.
+func (c *Consumer) handBack(m jetstream.Msg) {
+	c.handedBack.Add(1)
+	if err := m.Nak(); err != nil {
+		c.log.Warn("handing a message back failed; it is redelivered after AckWait", "error", err)
 	}
-	// Leave room before AckWait so the verdict is acted on while the
-	// message is still ours.
-	ctx, cancel := context.WithTimeout(msg.Context(), c.cfg.AckWait*9/10)
-	defer cancel()
-	v := c.handler.Handle(ctx, m)
-	if delivery != nil {
-		c.settle(delivery, m.Attempt, v)
+}
+
+// deliveryKey carries a *delivery in a Watermill message's context from the
+// subscriber to the handler.
+type deliveryKey struct{}
+
+// delivery is one JetStream delivery on its way through the router.
+type delivery struct {
+	msg      jetstream.Msg
+	received time.Time
+	last     bool
+	once     sync.Once
+	finished func()
+}
+
+// finish marks the delivery settled for the drain, once.
+func (d *delivery) finish() { d.once.Do(d.finished) }
+
+func (c *Consumer) handle(msg *message.Message) error {
+	d, _ := msg.Context().Value(deliveryKey{}).(*delivery)
+	if d == nil {
+		return errors.New("consumer: message without a delivery")
 	}
-	if v.Retry {
+	defer d.finish()
+	if c.process(d).Retry {
 		return errRetry
 	}
 	return nil
 }
 
-// settle acknowledges on the server before the handler returns. Watermill
-// would ack only after the handler returns, and on shutdown it drops acks
-// that are still on their way (watermill-nats v2.1.3 closes the subscriber
-// first), so drained work would be redelivered. Acking here means a
-// finished message is acknowledged before the drain counts it finished.
-// Watermill's own later ack then meets an already-acknowledged message,
-// which quietAcks keeps out of the error log.
-func (c *Consumer) settle(d jetstream.Msg, attempt int, v app.Verdict) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+// process hands one delivery to the application and settles it on the
+// server by its verdict.
+func (c *Consumer) process(d *delivery) app.Verdict {
+	c.busy.Add(1)
+	defer c.busy.Add(-1)
+	m := app.Message{
+		Body:    d.msg.Data(),
+		Headers: lowerHeaders(d.msg.Headers()),
+		// For a dead letter: what came in, untouched.
+		OriginalHeaders: d.msg.Headers(),
+		Subject:         d.msg.Subject(),
+		Received:        d.received,
+		LastDelivery:    d.last,
+	}
+	if meta, err := d.msg.Metadata(); err == nil {
+		m.Sequence = meta.Sequence.Stream
+		m.Attempt = int(meta.NumDelivered)
+		m.Published = meta.Timestamp
+	}
+	// Leave room before AckWait so the verdict is acted on while the
+	// message is still ours.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(c.ackWait.Load())*9/10)
 	defer cancel()
+	v := c.handler.Handle(ctx, m)
+	c.settle(d, m.Attempt, v)
+	return v
+}
+
+// lowerHeaders is the application's view of the headers: lower-case names,
+// the first value of each.
+func lowerHeaders(h nats.Header) map[string]string {
+	out := make(map[string]string, len(h))
+	for k, vs := range h {
+		if len(vs) > 0 {
+			if _, dup := out[strings.ToLower(k)]; !dup {
+				out[strings.ToLower(k)] = vs[0]
+			}
+		}
+	}
+	return out
+}
+
+// settle acknowledges or schedules the redelivery on the server before the
+// handler returns, so the drain never counts a message finished that the
+// server does not know about (Watermill would act only after the handler
+// returns).
+func (c *Consumer) settle(d *delivery, attempt int, v app.Verdict) {
 	var err error
 	if v.Retry {
+		if d.last {
+			c.log.Error("a message on its last delivery was sent back; the server will not deliver it again (see the MAX_DELIVERIES advisory)",
+				"event_id", v.EventID, "reason", v.Reason)
+		}
 		delay := v.Delay
 		if delay <= 0 {
-			delay = retryDelay{c: c}.WaitTime(uint64(max(attempt, 1)))
+			delay = c.retryDelay(max(attempt, 1))
 		}
-		err = d.NakWithDelay(min(delay, c.cfg.MaxRetryDelay))
+		err = d.msg.NakWithDelay(min(delay, c.cfg.MaxRetryDelay))
+	} else if doubleAck {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err = d.msg.DoubleAck(ctx)
+		cancel()
 	} else {
-		err = d.DoubleAck(ctx)
+		err = d.msg.Ack()
 	}
 	if err != nil {
 		// The server redelivers after AckWait; the ledger makes that
@@ -256,66 +377,57 @@ func (c *Consumer) settle(d jetstream.Msg, attempt int, v app.Verdict) {
 	}
 }
 
-// handBackDelay is how long a message handed back while draining stays
-// away: long enough that this process's idle pull loops do not take it
-// again and again, short enough that another replica soon does.
-func (c *Consumer) handBackDelay() time.Duration { return min(c.cfg.DrainTimeout, 5*time.Second) }
-
-// retryDelay spaces redeliveries: exponential from RetryDelay with ±20 %
-// jitter, capped at MaxRetryDelay; handBackDelay while draining. It never
-// terminates a message: the application dead-letters at its attempt cap.
-type retryDelay struct{ c *Consumer }
-
-func (d retryDelay) WaitTime(delivered uint64) time.Duration {
-	if d.c.draining.Load() {
-		return d.c.handBackDelay()
-	}
-	cfg := d.c.cfg
-	delay := cfg.RetryDelay
-	for i := uint64(1); i < delivered && delay < cfg.MaxRetryDelay; i++ {
+// retryDelay spaces redeliveries: exponential from RetryDelay with ±10 %
+// jitter, capped at MaxRetryDelay. It never terminates a message: the
+// application dead-letters at its attempt cap.
+func (c *Consumer) retryDelay(delivered int) time.Duration {
+	delay := c.cfg.RetryDelay
+	for i := 1; i < delivered && delay < c.cfg.MaxRetryDelay; i++ {
 		delay *= 2
 	}
-	delay = min(delay, cfg.MaxRetryDelay)
+	delay = min(delay, c.cfg.MaxRetryDelay)
 	jitter := time.Duration(rand.Int64N(int64(delay)/5+1)) - delay/10
 	return delay + jitter
 }
 
-// unmarshaler never fails: watermill-nats v2.1.3 crashes the process on an
-// unmarshal error, and an undecodable message must reach the application to
-// be dead-lettered with a reason, not disappear.
-type unmarshaler struct{ c *Consumer }
-
-func (u unmarshaler) Unmarshal(msg jetstream.Msg) (*message.Message, error) {
-	m := message.NewMessage(nuid.Next(), msg.Data())
-	u.c.deliveries.Store(m.UUID, msg)
-	m.Metadata.Set(metaSubject, msg.Subject())
-	for k, vs := range msg.Headers() {
-		if len(vs) > 0 {
-			m.Metadata.Set(metaHeaders+strings.ToLower(k), vs[0])
-		}
-	}
-	if meta, err := msg.Metadata(); err == nil {
-		m.Metadata.Set(metaSequence, strconv.FormatUint(meta.Sequence.Stream, 10))
-		m.Metadata.Set(metaDelivered, strconv.FormatUint(meta.NumDelivered, 10))
-		m.Metadata.Set(metaPublished, strconv.FormatInt(meta.Timestamp.UnixNano(), 10))
-	}
-	return m, nil
+// tracker counts messages in flight and tells when none are.
+type tracker struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{} // closed when n drops to 0; nil when nobody waits
 }
 
-// quietAcks demotes to debug Watermill's "already acknowledged" errors,
-// which follow every message settle acknowledged itself, and its "handler
-// returned error" for retries, which are not errors of the service.
+func (t *tracker) add() { t.mu.Lock(); t.n++; t.mu.Unlock() }
+
+func (t *tracker) done() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.n--; t.n == 0 && t.zero != nil {
+		close(t.zero)
+		t.zero = nil
+	}
+}
+
+// idle is closed when nothing is in flight.
+func (t *tracker) idle() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.n == 0 {
+		ch := make(chan struct{})
+		close(ch)
+		return ch
+	}
+	if t.zero == nil {
+		t.zero = make(chan struct{})
+	}
+	return t.zero
+}
+
+// quietAcks demotes to debug Watermill's "handler returned error" for
+// retries, which are not errors of the service.
 type quietAcks struct{ watermill.LoggerAdapter }
 
 func (q quietAcks) Error(msg string, err error, fields watermill.LogFields) {
-	if errors.Is(err, nats.ErrConnectionClosed) && msg == "Failed to close subscriber" {
-		q.Debug(msg+": the consumer drained its connection first", fields)
-		return
-	}
-	if errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
-		q.Debug(msg+": already acknowledged", fields)
-		return
-	}
 	if errors.Is(err, errRetry) {
 		// The application logged why at the right level; to Watermill a
 		// retry is a handler error.

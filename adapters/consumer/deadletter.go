@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -26,6 +27,18 @@ const (
 	HeaderFirstFailedAt   = "Referrer-Sync-First-Failed-At" // the first failure
 )
 
+// isOwnHeader reports whether a header name is one a dead letter's own
+// account is written to, in any case.
+func isOwnHeader(name string) bool {
+	for _, h := range [...]string{HeaderReason, HeaderMessage, HeaderAttempts, HeaderOriginalSubject, HeaderStreamSequence,
+		HeaderEventID, HeaderCampaign, HeaderFailedAt, HeaderFirstFailedAt} {
+		if strings.EqualFold(h, name) {
+			return true
+		}
+	}
+	return false
+}
+
 // DeadLetters publishes dead letters to the dead-letter stream and waits for
 // the stream to store them before the original is acknowledged, so a
 // message is never acked without being kept somewhere.
@@ -47,11 +60,16 @@ func NewDeadLetters(js jetstream.JetStream, cfg Config) *DeadLetters {
 func (d *DeadLetters) DeadLetter(ctx context.Context, dl ports.DeadLetter) error {
 	msg := nats.NewMsg(d.subject)
 	msg.Data = dl.Body
-	for k, v := range dl.Headers {
-		if strings.HasPrefix(strings.ToLower(k), "nats-") {
+	for k, vs := range dl.Headers {
+		lk := strings.ToLower(k)
+		if strings.HasPrefix(lk, "nats-") {
 			continue // server-interpreted headers (message id, expectations) must not steer the dead letter
 		}
-		msg.Header.Set(k, v)
+		if isOwnHeader(k) {
+			continue // an earlier dead letter's account, replayed: this one's replaces it
+		}
+		// Exactly as received: the name's case and every value.
+		msg.Header[k] = slices.Clone(vs)
 	}
 	msg.Header.Set(HeaderReason, dl.Reason)
 	msg.Header.Set(HeaderMessage, truncate(dl.Message, 1024))

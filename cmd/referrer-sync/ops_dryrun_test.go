@@ -35,7 +35,7 @@ var readOperations = []string{
 func TestDryRun(t *testing.T) {
 	env := newOpsEnv(t, emulator.Config{})
 	ctx := context.Background()
-	if err := consumer.Provision(ctx, env.js, consumer.Config{}); err != nil {
+	if err := consumer.Provision(ctx, env.js, consumer.Config{}, nil); err != nil {
 		t.Fatal(err)
 	}
 

@@ -149,7 +149,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	}
 
 	// The service's own topology, so the events wait in the stream.
-	if err := consumer.Provision(context.Background(), env.js, consumer.Config{Workers: 4, AckWait: 3 * time.Second, MaxDeliver: 8}); err != nil {
+	if err := consumer.Provision(context.Background(), env.js, consumer.Config{Workers: 4, AckWait: 3 * time.Second, MaxDeliver: 8}, nil); err != nil {
 		t.Fatal(err)
 	}
 	// 30 people; the first 15 join a second time (an update).

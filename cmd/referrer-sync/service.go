@@ -158,17 +158,24 @@ func start(ctx context.Context, f *config.File, opt options) (in *instance, err 
 	}
 
 	in.consCfg = consumer.Config{
-		Stream:            f.NATS.Stream,
-		Subject:           f.NATS.Subject,
-		Consumer:          f.NATS.Consumer,
-		DeadLetterSubject: f.NATS.DeadLetterSubject,
-		DeadLetterStream:  f.NATS.DeadLetterStream,
-		Replicas:          f.NATS.Replicas,
-		Workers:           f.NATS.Workers,
-		AckWait:           time.Duration(f.NATS.AckWait),
-		RetryDelay:        time.Duration(f.Retry.InitialDelay),
-		MaxRetryDelay:     time.Duration(f.Retry.MaxDelay),
-		DrainTimeout:      time.Duration(f.NATS.DrainTimeout),
+		Stream:             f.NATS.Stream,
+		Subject:            f.NATS.Subject,
+		Consumer:           f.NATS.Consumer,
+		DeadLetterSubject:  f.NATS.DeadLetterSubject,
+		DeadLetterStream:   f.NATS.DeadLetterStream,
+		Replicas:           f.NATS.Replicas,
+		Workers:            f.NATS.Workers,
+		PullBatch:          f.NATS.PullBatch,
+		AckWait:            time.Duration(f.NATS.AckWait),
+		MaxDeliver:         f.NATS.MaxDeliver,
+		MaxAckPending:      f.NATS.MaxAckPending,
+		StreamMaxAge:       time.Duration(f.NATS.StreamMaxAge),
+		StreamMaxBytes:     f.NATS.StreamMaxBytes,
+		DeadLetterMaxAge:   time.Duration(f.NATS.DeadLetterMaxAge),
+		DeadLetterMaxBytes: f.NATS.DeadLetterMaxBytes,
+		RetryDelay:         time.Duration(f.Retry.InitialDelay),
+		MaxRetryDelay:      time.Duration(f.Retry.MaxDelay),
+		DrainTimeout:       time.Duration(f.NATS.DrainTimeout),
 	}.WithDefaults()
 	maxAttempts := f.Retry.MaxAttempts
 	if maxAttempts == 0 {
@@ -197,7 +204,7 @@ func start(ctx context.Context, f *config.File, opt options) (in *instance, err 
 		led, dlq = ro, refuseDeadLetters{}
 	} else {
 		if err = in.startStep(ctx, "provision streams and consumer", natsTransient, func(ctx context.Context) error {
-			return consumer.Provision(ctx, in.js, in.consCfg)
+			return consumer.Provision(ctx, in.js, in.consCfg, log.With("component", "provision"))
 		}); err != nil {
 			return in, err
 		}
