@@ -36,7 +36,7 @@ const (
 
 // errInterrupted marks a start-up that was stopped (SIGTERM, SIGINT) while
 // it waited: not a failure, the process exits 0.
-var errInterrupted = errors.New("stopped during start-up")
+var errInterrupted = errors.New("start-up interrupted")
 
 // interrupted reports whether start's error is a requested stop.
 func interrupted(err error) bool { return errors.Is(err, errInterrupted) }
@@ -118,6 +118,8 @@ func natsTransient(err error) (bool, time.Duration) {
 			10047, // insufficient storage resources
 			10028: // insufficient memory resources
 			return false, 0
+		case 10005: // no suitable peers for placement: a fresh cluster whose peers have not all joined yet (answered 400)
+			return true, 0
 		}
 		return api.Code >= 500, 0
 	}
