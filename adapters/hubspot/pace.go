@@ -74,7 +74,13 @@ func (p *pacer) admit(now time.Time, budget time.Duration) (time.Duration, bool)
 	}
 	wait := turn.Sub(now)
 	if wait > budget {
-		p.parked = later(p.parked, turn).Add(max(step, time.Millisecond))
+		// Refused requests come back one step apart, the first at the
+		// turn it would have had.
+		if p.parked.Before(turn) {
+			p.parked = turn
+		} else {
+			p.parked = p.parked.Add(max(step, time.Millisecond))
+		}
 		return p.parked.Sub(now), false
 	}
 	p.next = turn.Add(step)
