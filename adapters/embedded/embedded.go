@@ -16,6 +16,12 @@ type Config struct {
 	Host     string // default 127.0.0.1
 	Port     int    // 0 or -1 = a random free port
 	StoreDir string // JetStream file store; required, so nothing lands in a surprising place
+	// SyncAlways makes JetStream fsync every write before acknowledging it
+	// (nats-server's `jetstream { sync_interval: always }`). By default the
+	// server flushes about every two minutes, so an OS crash or power loss
+	// can lose writes it had acknowledged. The deployments set it; the
+	// benchmark measures its cost.
+	SyncAlways bool
 }
 
 // Server is a running embedded NATS server.
@@ -42,6 +48,7 @@ func Start(cfg Config) (*Server, error) {
 		StoreDir:   cfg.StoreDir,
 		NoLog:      true,
 		NoSigs:     true,
+		SyncAlways: cfg.SyncAlways,
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
