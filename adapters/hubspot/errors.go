@@ -6,7 +6,6 @@ import (
 	"mime"
 	"net/http"
 	"regexp"
-	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -43,7 +42,7 @@ func parseErrorBody(h http.Header, body []byte, scrub func(string) string) error
 		Errors        []any  `json:"errors"`
 		Status        string `json:"status"`
 	}
-	if err := json.Unmarshal(body, &env); err != nil || (env.Message == nil && env.Category == nil && env.ErrorType == nil) {
+	unexpected := func() errorBody {
 		if len(body) == 0 {
 			return errorBody{}
 		}
@@ -52,6 +51,9 @@ func parseErrorBody(h http.Header, body []byte, scrub func(string) string) error
 			ct = mt
 		}
 		return errorBody{detail: fmt.Sprintf("unexpected error body (%s, %d bytes): %q", ct, len(body), clean(scrub(string(body)), maxSnippetLen))}
+	}
+	if err := json.Unmarshal(body, &env); err != nil {
+		return unexpected()
 	}
 	text := func(v any) string {
 		s, _ := v.(string)
@@ -65,6 +67,9 @@ func parseErrorBody(h http.Header, body []byte, scrub func(string) string) error
 	}
 	if out.category == "" {
 		out.category = clean(scrub(text(env.ErrorType)), 100)
+	}
+	if out.category == "" && out.raw == "" {
+		return unexpected() // JSON, but not HubSpot's error
 	}
 	out.message = out.raw
 	if items, ok := propertyErrors(out.raw); ok {
@@ -102,29 +107,6 @@ func propertyErrors(msg string) (string, bool) {
 		parts = append(parts, strings.TrimSpace(clean(it.Error, 60)+" "+clean(it.Name, 100)))
 	}
 	return strings.Join(parts, ", "), true
-}
-
-// missingProperties returns the names of the PROPERTY_DOESNT_EXIST items
-// of a validation message.
-func missingProperties(msg string) []string {
-	rest, ok := strings.CutPrefix(msg, propertyErrorsPrefix)
-	if !ok {
-		return nil
-	}
-	var items []struct {
-		Error string `json:"error"`
-		Name  string `json:"name"`
-	}
-	if json.Unmarshal([]byte(rest), &items) != nil {
-		return nil
-	}
-	var out []string
-	for _, it := range items {
-		if it.Error == "PROPERTY_DOESNT_EXIST" && !slices.Contains(out, it.Name) {
-			out = append(out, it.Name)
-		}
-	}
-	return out
 }
 
 // clean makes server text safe to embed in an error: valid UTF-8, no

@@ -76,10 +76,10 @@ func (p *pacer) admit(now time.Time, budget time.Duration) (time.Duration, bool)
 	if wait > budget {
 		// Refused requests come back one step apart, the first at the
 		// turn it would have had.
-		if p.parked.Before(turn) {
-			p.parked = turn
+		if p.parked.After(now) {
+			p.parked = later(p.parked.Add(max(step, time.Millisecond)), turn)
 		} else {
-			p.parked = p.parked.Add(max(step, time.Millisecond))
+			p.parked = turn
 		}
 		return p.parked.Sub(now), false
 	}
