@@ -102,11 +102,14 @@ type payload struct {
 // 1.0 in structured JSON mode (the body is the envelope) and in binary mode
 // (attributes in "ce-" headers, the body is the data). Header names must be
 // lower-case. Any error is an *InvalidEventError naming the reason; the
-// event returned with it carries only the id and campaign id, when they
-// could be read.
+// event returned with it carries only the id and campaign id, read from
+// whatever parts of the message parse (a wrong type or a bad email does not
+// hide them; a body over MaxEventSize is not parsed, so only a binary-mode
+// id is kept), so that dead letters, logs and labels still name the event.
 func DecodeEvent(body []byte, headers map[string]string) (ReferrerJoined, error) {
 	if len(body) > MaxEventSize {
-		return ReferrerJoined{}, invalid(ReasonTooLarge, "%d bytes exceeds the %d byte limit", len(body), MaxEventSize)
+		return ReferrerJoined{ID: strings.TrimSpace(headers["ce-id"])},
+			invalid(ReasonTooLarge, "%d bytes exceeds the %d byte limit", len(body), MaxEventSize)
 	}
 	var env envelope
 	if v, ok := headers["ce-specversion"]; ok {
@@ -120,15 +123,51 @@ func DecodeEvent(body []byte, headers map[string]string) (ReferrerJoined, error)
 			Data:            body,
 		}
 	} else if err := json.Unmarshal(body, &env); err != nil {
-		return ReferrerJoined{}, invalid(ReasonMalformed, "body is not a CloudEvents JSON envelope: %v", err)
+		id, campaign := looseIdentifiers(body)
+		return ReferrerJoined{ID: id, CampaignID: campaign},
+			invalid(ReasonMalformed, "body is not a CloudEvents JSON envelope: %v", err)
 	}
 	ev, err := fromEnvelope(env)
 	if err != nil {
-		// Keep what identifies the event, for dead-letter headers and
-		// logs; nothing else of a rejected event is trusted.
-		return ReferrerJoined{ID: ev.ID, CampaignID: ev.CampaignID}, err
+		// Keep what identifies the event, for dead-letter headers, logs
+		// and labels; nothing else of a rejected event is trusted.
+		return ReferrerJoined{ID: strings.TrimSpace(env.ID), CampaignID: looseCampaign(env.Data)}, err
 	}
 	return ev, nil
+}
+
+// looseIdentifiers reads the id and the data's campaign id of a structured
+// event whose envelope does not decode (an attribute of the wrong JSON type,
+// say): each is kept when it is itself a JSON string.
+func looseIdentifiers(body []byte) (id, campaign string) {
+	var env struct {
+		ID   json.RawMessage `json:"id"`
+		Data json.RawMessage `json:"data"`
+	}
+	if json.Unmarshal(body, &env) != nil {
+		return "", ""
+	}
+	return looseString(env.ID), looseCampaign(env.Data)
+}
+
+// looseCampaign reads data.campaign_id when it is a JSON string, whatever is
+// wrong elsewhere in the data.
+func looseCampaign(data json.RawMessage) string {
+	var p struct {
+		CampaignID json.RawMessage `json:"campaign_id"`
+	}
+	if json.Unmarshal(data, &p) != nil {
+		return ""
+	}
+	return looseString(p.CampaignID)
+}
+
+func looseString(raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return ""
+	}
+	return strings.TrimSpace(s)
 }
 
 func fromEnvelope(env envelope) (ReferrerJoined, error) {

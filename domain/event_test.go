@@ -287,21 +287,42 @@ func TestDecodeEventInvalid(t *testing.T) {
 // TestDecodeEventKeepsIdentityOnError pins that a rejected event still names
 // itself, so its dead letter can be found by event id and campaign.
 func TestDecodeEventKeepsIdentityOnError(t *testing.T) {
+	const id = "9b1c1a5e-2f7d-4c1e-9a57-0f1f6b1d2e11"
 	tests := []struct {
-		name, body, wantID, wantCampaign string
+		name, body   string
+		headers      map[string]string
+		wantID       string
+		wantCampaign string
 	}{
-		{"invalid email", structured(`"email":"Ada@Example.com"`, `"email":"nope"`), "9b1c1a5e-2f7d-4c1e-9a57-0f1f6b1d2e11", "camp_123"},
-		{"malformed data", structured(`"campaign_id":"camp_123"`, `"campaign_id":7`), "9b1c1a5e-2f7d-4c1e-9a57-0f1f6b1d2e11", ""},
-		{"not json", `{`, "", ""},
+		{"invalid email", structured(`"email":"Ada@Example.com"`, `"email":"nope"`), nil, id, "camp_123"},
+		{"missing email", structured(`"email":"Ada@Example.com",`, ``), nil, id, "camp_123"},
+		{"wrong type", structured(`"type":"referrer.joined"`, `"type":"referrer.left"`), nil, id, "camp_123"},
+		{"wrong specversion", structured(`"specversion":"1.0"`, `"specversion":"0.3"`), nil, id, "camp_123"},
+		{"bad time", structured(`"time":"2026-11-28T10:00:00Z"`, `"time":"soon"`), nil, id, "camp_123"},
+		{"bad datacontenttype", structured(`"datacontenttype":"application/json"`, `"datacontenttype":"text/plain"`), nil, id, "camp_123"},
+		{"email of the wrong JSON type", structured(`"email":"Ada@Example.com"`, `"email":7`), nil, id, "camp_123"},
+		{"meta object value", structured(`"company":"Acme"`, `"company":{"name":"Acme"}`), nil, id, "camp_123"},
+		{"padded identifiers are trimmed", strings.Replace(structured(`"type":"referrer.joined"`, `"type":"x"`), `"camp_123"`, `" camp_123\t"`, 1), nil, id, "camp_123"},
+		{"id of the wrong JSON type", structured(`"id":"`+id+`"`, `"id":42`), nil, "", "camp_123"},
+		{"envelope attribute of the wrong JSON type", structured(`"source":"/campaigns/camp_123"`, `"source":7`), nil, id, "camp_123"},
+		{"campaign of the wrong JSON type", structured(`"campaign_id":"camp_123"`, `"campaign_id":7`), nil, id, ""},
+		{"missing id", structured(`"id":"`+id+`",`, ``), nil, "", "camp_123"},
+		{"binary wrong type", exampleData, withHeader("ce-type", "referrer.left"), id, "camp_123"},
+		{"binary not JSON content", exampleData, withHeader("content-type", "text/plain"), id, "camp_123"},
+		{"binary invalid email", strings.Replace(exampleData, "Ada@Example.com", "nope", 1), binaryHeaders(), id, "camp_123"},
+		{"binary too large keeps the header id", strings.Repeat(" ", domain.MaxEventSize+1), binaryHeaders(), id, ""},
+		{"structured too large is not parsed", exampleEvent + strings.Repeat(" ", domain.MaxEventSize), nil, "", ""},
+		{"not json", `{`, nil, "", ""},
+		{"data not an object", `{"specversion":"1.0","id":"a","type":"referrer.joined","data":"{}"}`, nil, "a", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := domain.DecodeEvent([]byte(tt.body), nil)
+			got, err := domain.DecodeEvent([]byte(tt.body), tt.headers)
 			if err == nil {
 				t.Fatal("got no error")
 			}
 			if got.ID != tt.wantID || got.CampaignID != tt.wantCampaign {
-				t.Errorf("got id %q campaign %q, want %q %q", got.ID, got.CampaignID, tt.wantID, tt.wantCampaign)
+				t.Errorf("got id %q campaign %q, want %q %q (error: %v)", got.ID, got.CampaignID, tt.wantID, tt.wantCampaign, err)
 			}
 		})
 	}
