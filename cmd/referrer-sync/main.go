@@ -70,6 +70,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdBench(ctx, rest, stdout, stderr)
 	case "intercom-emulator":
 		err = cmdEmulator(ctx, rest, stderr)
+	case "hubspot-emulator":
+		err = cmdHubSpotEmulator(ctx, rest, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
