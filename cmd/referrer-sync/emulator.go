@@ -14,6 +14,9 @@ import (
 	"github.com/referrer-sync/referrer-sync/adapters/intercom/emulator"
 )
 
+// emulatedWorkspace is the id of the one workspace intercom-emulator serves.
+const emulatedWorkspace = "emulated"
+
 // cmdEmulator serves the Intercom emulator, for local development and for
 // tests that drive the service as a separate process.
 func cmdEmulator(ctx context.Context, args []string, stderr io.Writer) error {
@@ -38,7 +41,7 @@ func cmdEmulator(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}
 	emu, err := emulator.New(emulator.Config{
-		Tokens:    map[string]emulator.Workspace{*token: {ID: "emulated", RateLimit: *rate, Attributes: names}},
+		Tokens:    map[string]emulator.Workspace{*token: {ID: emulatedWorkspace, RateLimit: *rate, Attributes: names}},
 		SearchLag: *lag,
 		Latency:   *latency,
 		Seed:      *seed,
@@ -52,7 +55,9 @@ func cmdEmulator(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	srv := &http.Server{Handler: emu, ReadHeaderTimeout: 5 * time.Second}
-	fmt.Fprintf(stderr, "intercom emulator listening on http://%s (state: /_emulator/contacts, /_emulator/requests, /_emulator/faults)\n", ln.Addr())
+	// Contacts are per workspace: the banner names the one the token opens.
+	fmt.Fprintf(stderr, "intercom emulator listening on http://%[1]s (state: http://%[1]s/_emulator/contacts?workspace=%[2]s, /_emulator/requests, /_emulator/faults)\n",
+		ln.Addr(), emulatedWorkspace)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
