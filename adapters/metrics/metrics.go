@@ -29,6 +29,9 @@ type Metrics struct {
 	events       *prometheus.CounterVec
 	retries      *prometheus.CounterVec
 	processing   prometheus.Histogram
+	eventAge     prometheus.Histogram
+	ahead        prometheus.Counter
+	unauthorized *prometheus.CounterVec
 	crmRequests  *prometheus.CounterVec
 	crmDuration  *prometheus.HistogramVec
 	crmRemaining *prometheus.GaugeVec
@@ -69,9 +72,24 @@ func New(version string, opts ...Option) *Metrics {
 		}, []string{"campaign", "cause"}),
 		processing: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "event_processing_seconds",
-			Help:    "Time from the event's own timestamp to its final outcome.",
-			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900},
+			Help:    "Time from the settling delivery's receipt to the message's final outcome: the service's own processing time, never negative.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
 		}),
+		// Ages span seconds (live traffic) to days (replays, backfills), so
+		// an old event lands in a bucket of its own rather than in +Inf.
+		eventAge: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "event_age_seconds",
+			Help:    "Age of an event when its settling delivery was received, from its own time (else the stream's). Replays and backfills are old by design; a clock ahead of ours counts as 0 (see event_time_ahead_total).",
+			Buckets: []float64{1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 86400, 30 * 86400},
+		}),
+		ahead: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "event_time_ahead_total",
+			Help: "Events whose own time was after their receipt (a producer clock ahead of ours); their age is observed as 0.",
+		}),
+		unauthorized: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "crm_unauthorized_total",
+			Help: "CRM answers 401 or 403 (the token was refused), by connection; at 0 from start-up, so the first refusal alerts.",
+		}, []string{"connection"}),
 		crmRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "crm_requests_total",
 			Help: "HTTP requests to CRM APIs by connection, operation and status (\"error\" when no response arrived).",
@@ -125,7 +143,10 @@ func New(version string, opts ...Option) *Metrics {
 		Namespace: namespace, Name: "build_info", Help: "Build information; always 1.",
 	}, []string{"version"})
 	buildInfo.WithLabelValues(version).Set(1)
-	reg.MustRegister(m.events, m.retries, m.processing, m.crmRequests, m.crmDuration, m.crmRemaining, buildInfo,
+	for _, r := range DeadLetterReasons() {
+		m.deadLetters.WithLabelValues(r)
+	}
+	reg.MustRegister(m.events, m.retries, m.processing, m.eventAge, m.ahead, m.unauthorized, m.crmRequests, m.crmDuration, m.crmRemaining, buildInfo,
 		m.deadLetters, m.duplicates, m.pending, m.ackPending, m.reloads, m.generation, m.configInfo, m.dryRun,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, o := range opts {
@@ -214,18 +235,34 @@ func (m *Metrics) Retry(campaign, cause string) {
 	m.retries.WithLabelValues(m.campaign(campaign), cause).Inc()
 }
 
-// Processed implements ports.Metrics.
-func (m *Metrics) Processed(d time.Duration) { m.processing.Observe(d.Seconds()) }
+// Processed implements ports.Metrics. A negative duration (a clock step
+// between receipt and outcome) is observed as 0: a histogram's sum must never
+// decrease, or Prometheus reads a counter reset.
+func (m *Metrics) Processed(d time.Duration) { m.processing.Observe(max(d, 0).Seconds()) }
 
-// EventAge implements ports.Metrics. TODO(metrics): its own histogram.
-func (m *Metrics) EventAge(time.Duration) {}
+// EventAge implements ports.Metrics. An age below zero (the event's time is
+// after its receipt) is observed as 0 and counted in event_time_ahead_total,
+// so the histogram's sum never decreases.
+func (m *Metrics) EventAge(d time.Duration) {
+	if d < 0 {
+		m.ahead.Inc()
+		d = 0
+	}
+	m.eventAge.Observe(d.Seconds())
+}
 
-// CRMRequest returns a per-attempt observation hook for one connection.
+// CRMRequest returns a per-attempt observation hook for one connection. It
+// is called once per configured connection at start-up, which is when the
+// connection's refused-token counter is created at 0.
 func (m *Metrics) CRMRequest(connection string) func(op string, status int, d time.Duration) {
+	unauthorized := m.unauthorized.WithLabelValues(connection)
 	return func(op string, status int, d time.Duration) {
 		s := "error"
 		if status > 0 {
 			s = strconv.Itoa(status)
+		}
+		if status == http.StatusUnauthorized || status == http.StatusForbidden {
+			unauthorized.Inc()
 		}
 		m.crmRequests.WithLabelValues(connection, op, s).Inc()
 		m.crmDuration.WithLabelValues(connection, op).Observe(d.Seconds())
