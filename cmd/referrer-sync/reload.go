@@ -106,6 +106,7 @@ func (r *reloader) apply(ctx context.Context, state string, b []byte, readErr er
 		return
 	}
 	r.svc.SetCatalog(f.Catalog())
+	r.metrics.Init(metrics.Known{Catalog: f.Catalog()}) // new campaigns' series at 0
 	r.generation++
 	r.metrics.Reload(true)
 	r.metrics.ConfigLoaded(state)
