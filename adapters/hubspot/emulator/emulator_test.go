@@ -266,3 +266,29 @@ func TestAdmin(t *testing.T) {
 		t.Errorf("request log has %d entries, want 1", n)
 	}
 }
+
+func TestLatency(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.Latency = 5 * time.Second
+	e := newEnv(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", e.hs.URL+"/crm/v3/properties/contacts", nil)
+	req.Header.Set("Authorization", "Bearer "+tokA)
+	if resp, err := e.hs.Client().Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("a request under 5 s of latency answered within 50 ms: %d", resp.StatusCode)
+	}
+	// Admin endpoints are not delayed.
+	actx, acancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer acancel()
+	areq, _ := http.NewRequestWithContext(actx, "GET", e.hs.URL+"/_emulator/faults", nil)
+	resp, err := http.DefaultClient.Do(areq)
+	if err != nil {
+		t.Fatalf("admin request under latency: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("admin = %d", resp.StatusCode)
+	}
+}
