@@ -852,9 +852,13 @@ func faultChildEnv() []string {
 	return append(env, faultTokenEnv+"="+faultToken, "GORACE=halt_on_error=0")
 }
 
+// faultConfigFunc writes one replica's configuration file.
+type faultConfigFunc func(natsURL, emulatorURL string, port int) string
+
 // newFaultCluster builds the binary and starts NATS, the emulator (without
-// faults) and the replicas, and waits until every replica is ready.
-func newFaultCluster(t *testing.T, ctx context.Context, dir string, replicas int, emuCfg emulator.Config) *faultCluster {
+// faults) and the replicas, each configured by cfg, and waits until every
+// replica is ready.
+func newFaultCluster(t *testing.T, ctx context.Context, dir string, replicas int, emuCfg emulator.Config, cfg faultConfigFunc) *faultCluster {
 	t.Helper()
 	c := &faultCluster{t: t, dir: dir, start: time.Now()}
 	bin := faultBuild(t, dir, faultRaceEnabled())
@@ -887,7 +891,7 @@ func newFaultCluster(t *testing.T, ctx context.Context, dir string, replicas int
 	env := faultChildEnv()
 	for i := range replicas {
 		port := faultFreePort(t)
-		doc := faultReplicaConfig(c.nats.url(), c.hs.URL, port)
+		doc := cfg(c.nats.url(), c.hs.URL, port)
 		f, err := config.Parse([]byte(doc))
 		if err == nil {
 			err = f.Validate()
@@ -898,7 +902,7 @@ func newFaultCluster(t *testing.T, ctx context.Context, dir string, replicas int
 		natsURL, emuURL := c.nats.url(), c.hs.URL
 		r := &faultReplica{
 			idx: i, port: port, bin: bin, env: env, onExit: c.recordExit,
-			config:  func(port int) string { return faultReplicaConfig(natsURL, emuURL, port) },
+			config:  func(port int) string { return cfg(natsURL, emuURL, port) },
 			cfgPath: filepath.Join(dir, fmt.Sprintf("replica-%d.yaml", i)),
 			logPath: filepath.Join(dir, fmt.Sprintf("replica-%d.log", i)),
 		}

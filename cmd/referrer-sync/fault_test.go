@@ -66,6 +66,48 @@ func TestExactlyOnceUnderFaults(t *testing.T) {
 	if testing.Short() {
 		sc = faultShort
 	}
+	runFaults(t, sc, faultReplicaConfig)
+}
+
+// faultDefaultsScale is smaller in events than faultFull: with the default
+// timing a SIGKILLed replica's messages come back only after ack_wait (30 s)
+// and its people stay locked for the lease, so a run takes longer per event.
+var faultDefaultsScale = faultScale{replicas: 3, people: 150, minEvents: 240, dupRate: 0.2, invalidPerKind: 1, kills: 3, bursts: 3, finalPeople: 20, finalEvents: 25}
+
+// faultDefaultsConfig is a replica's configuration with every timing
+// setting a new user gets by default: ack wait, lease, attempts, retry
+// delays, workers, drain and the CRM timeout. search_lag is the one
+// exception: it describes the CRM (its search index lag, 2 s in the
+// emulator), not the service's timing; the default (5 minutes, Intercom's
+// "a few minutes") would only make the run wait.
+func faultDefaultsConfig(natsURL, emulatorURL string, port int) string {
+	return fmt.Sprintf(`
+log: {level: info, format: json}
+nats:
+  url: %q
+http:
+  listen: 127.0.0.1:%d
+connections:
+  main:
+    type: intercom
+    base_url: %q
+    access_token_env: %s
+    search_lag: 3s
+%s`, natsURL, port, emulatorURL, faultTokenEnv, faultCampaignsYAML)
+}
+
+// TestExactlyOnceUnderFaultsDefaultTiming is TestExactlyOnceUnderFaults
+// with the default timing settings instead of shortened ones: the same
+// faults, kills and NATS restart, on fewer events. Waiting for a killed
+// replica's lock must not burn a valid event's deliveries into the dead
+// letters, and no replica may exit on its own.
+func TestExactlyOnceUnderFaultsDefaultTiming(t *testing.T) {
+	runFaults(t, faultDefaultsScale, faultDefaultsConfig)
+}
+
+// runFaults is one run of the fault test at scale sc, the replicas
+// configured by cfg.
+func runFaults(t *testing.T, sc faultScale, cfg faultConfigFunc) {
 	seed := uint64(time.Now().UnixNano())
 	if v := os.Getenv("REFERRER_SYNC_FAULT_SEED"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)
@@ -98,7 +140,7 @@ func TestExactlyOnceUnderFaults(t *testing.T) {
 		}},
 		SearchLag: 2 * time.Second,
 		Seed:      int64(seed),
-	})
+	}, cfg)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("run directory: %s\n%s", dir, c.logTails(30))
@@ -187,6 +229,11 @@ func TestExactlyOnceUnderFaults(t *testing.T) {
 	afterReady, duringStart := c.unexpectedExits()
 	for _, e := range afterReady {
 		t.Errorf("replica %d (start #%d) exited on its own at %s after being ready: %v", e.replica, e.start, e.at.Sub(c.start).Round(time.Millisecond), e.err)
+	}
+	// Start-up waits out NATS restarts and CRM trouble, so an exit while
+	// starting is a failure too.
+	for _, e := range duringStart {
+		t.Errorf("replica %d (start #%d) exited on its own at %s during start-up: %v", e.replica, e.start, e.at.Sub(c.start).Round(time.Millisecond), e.err)
 	}
 	for _, f := range c.scanLogs() {
 		t.Errorf("replica log shows a crash or data race:\n%s", f)
