@@ -63,6 +63,17 @@ func TestStatusHandling(t *testing.T) {
 		_, err := c.Create(ctx, domain.Contact{Role: domain.RoleLead, Email: "a@example.com"})
 		return err
 	}
+	createMarked := func(c *Client) error {
+		got, err := c.Create(ctx, domain.Contact{Role: domain.RoleLead, Email: "a@example.com", Marker: "ev-1"})
+		if err == nil && got.ID != "501" {
+			err = fmt.Errorf("created %+v, want 501", got)
+		}
+		if err == nil && got.Existing != (c.cfg.Connection != "own") {
+			err = fmt.Errorf("created %+v: Existing wrong for connection %q", got, c.cfg.Connection)
+		}
+		return err
+	}
+	own := func(c *Config) { c.Connection = "own" }
 	update := func(c *Client) error { return c.Update(ctx, "501", domain.Contact{Name: "A"}) }
 	find := func(c *Client) error {
 		_, err := c.Find(ctx, domain.Identity{Email: "a@example.com"})
@@ -95,6 +106,15 @@ func TestStatusHandling(t *testing.T) {
 			create, ports.Permanent, false, 2, "conflict without an existing contact id", 0, nil},
 		{"409 without an id, found by email", []reply{{409, nil, hubErr("CONFLICT", "Something already exists.")}, {200, nil, contactOK}},
 			create, 0, false, 2, "", 0, nil},
+		{"409 naming a contact with this create's marker: its own", []reply{{409, nil, hubErr("CONFLICT", "Contact already exists. Existing ID: 501")},
+			{200, nil, `{"id":"501","properties":{"email":"a@example.com","referrer_sync_event_id":"ev-1"}}`}},
+			createMarked, 0, false, 2, "", 0, own},
+		{"409 naming a contact with another marker: existing", []reply{{409, nil, hubErr("CONFLICT", "Contact already exists. Existing ID: 501")},
+			{200, nil, `{"id":"501","properties":{"email":"a@example.com","referrer_sync_event_id":"ev-0"}}`}},
+			createMarked, 0, false, 2, "", 0, nil},
+		{"409 and the marker cannot be read: existing", []reply{{409, nil, hubErr("CONFLICT", "Contact already exists. Existing ID: 501")},
+			{500, nil, hubErr("INTERNAL_ERROR", "internal error")}},
+			createMarked, 0, false, 1 + DefaultMaxAttempts, "", 0, nil},
 		{"409 on update: email taken", []reply{{409, nil, hubErr("CONFLICT", "Contact already exists. Existing ID: 7")}},
 			update, ports.Permanent, false, 1, "CONFLICT", 0, nil},
 		{"404 on update", []reply{{404, nil, hubErr("OBJECT_NOT_FOUND", "Object not found.  objectId are usually numeric.")}},

@@ -351,7 +351,9 @@ func (c *Client) stage(r domain.Role) (string, bool) {
 // is taken, the existing contact's id is returned with Existing set: for
 // exactly-once delivery, "already there" is success. The id is parsed from
 // the message, "Contact already exists. Existing ID: N"; should that fail,
-// the contact is looked up by email and external id instead.
+// the contact is looked up by email and external id instead. A contact
+// that carries ct.Marker is this create's own, applied by an earlier
+// attempt whose answer was lost: Existing is then false.
 //
 // A create is sent again only when it certainly was not applied (429,
 // 423, a failed dial). Any other failure after sending (timeout, reset,
@@ -394,11 +396,25 @@ func (c *Client) Create(ctx context.Context, ct domain.Contact) (ports.Created, 
 		return ports.Created{ID: created.ID}, nil
 	case http.StatusConflict:
 		if id, ok := conflictID(parseErrorBody(res.header, res.body, c.scrub)); ok {
-			return ports.Created{ID: id, Existing: true}, nil
+			return ports.Created{ID: id, Existing: !c.ownCreate(ctx, id, ct.Marker)}, nil
 		}
 		return c.resolveConflict(ctx, ct, c.statusError(OpCreate, res))
 	}
 	return ports.Created{}, c.fail(c.statusError(OpCreate, res))
+}
+
+// ownCreate reports whether contact id carries marker: then the 409 answers
+// a repeat of this very create, whose first answer was lost, and the
+// contact is the caller's own, not one that existed before. A 409 is rare
+// (the application looks the email up first), so the extra read is cheap;
+// when it fails, the contact counts as existing, which is never wrong
+// about duplicates.
+func (c *Client) ownCreate(ctx context.Context, id, marker string) bool {
+	if marker == "" {
+		return false
+	}
+	ct, found, err := c.get(ctx, OpGetByID, id, "")
+	return err == nil && found && ct.prop(c.cfg.MarkerProperty) == marker
 }
 
 // resolveConflict finds the contact a 409 without a readable id refers to,
@@ -410,7 +426,7 @@ func (c *Client) resolveConflict(ctx context.Context, ct domain.Contact, refusal
 	}
 	if len(matches) > 0 {
 		m, _, _ := domain.PickMatch(domain.IdentityOf(ct), matches)
-		return ports.Created{ID: m.ID, Existing: true}, nil
+		return ports.Created{ID: m.ID, Existing: ct.Marker == "" || m.Marker != ct.Marker}, nil
 	}
 	refusal.Kind = ports.Permanent
 	if refusal.Err == nil {

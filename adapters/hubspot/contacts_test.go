@@ -175,10 +175,16 @@ func TestLostCreateResolvedWithoutASecondContact(t *testing.T) {
 			if applied && (ms[0].Marker != "ev-1" || ms[0].Role != domain.RoleLead || ms[0].Email != "ada@example.com") {
 				t.Errorf("match = %+v, want the marker ev-1 on a lead", ms[0])
 			}
-			// Even a repeated create cannot make a second contact.
+			// Even a repeated create cannot make a second contact, and
+			// it is recognised as its own by the marker: not Existing.
 			got, err := c.Create(ctx, lead("ada@example.com", "ev-1"))
-			if err != nil || got.Existing != applied {
-				t.Errorf("repeated Create = %+v, %v; want Existing %v", got, err, applied)
+			if err != nil || got.Existing {
+				t.Errorf("repeated Create = %+v, %v; want its own contact, not Existing", got, err)
+			}
+			// Another event's create for the person finds it existing.
+			other, err := c.Create(ctx, lead("ada@example.com", "ev-2"))
+			if err != nil || !other.Existing || other.ID != got.ID {
+				t.Errorf("other event's Create = %+v, %v; want Existing %s", other, err, got.ID)
 			}
 			if n := len(e.emu.Contacts(emuToken)); n != 1 {
 				t.Errorf("contacts = %d, want 1", n)
