@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -438,8 +439,16 @@ func TestComposeStack(t *testing.T) {
 			}
 			prom := loadDeployYAML(t, "prometheus/prometheus.yml")
 			for _, rf := range yStrs(prom, "rule_files") {
-				if pm[rf] != "prometheus/alerts.yml" {
-					t.Errorf("prometheus: rule file %s is mounted from %q, want prometheus/alerts.yml", rf, pm[rf])
+				// Relative paths are relative to the configuration file, in
+				// the container as beside it in the repository.
+				if rf != path.Clean(rf) || path.IsAbs(rf) || strings.HasPrefix(rf, "../") {
+					t.Errorf("prometheus: rule file %q, want a path relative to prometheus.yml in its directory", rf)
+				}
+				if _, err := os.Stat(deployPath(path.Join("prometheus", rf))); err != nil {
+					t.Errorf("prometheus: rule file %s is not beside prometheus.yml: %v", rf, err)
+				}
+				if in := path.Join(path.Dir(promCfgPath), rf); pm[in] != "prometheus/"+rf {
+					t.Errorf("prometheus: rule file %s (%s in the container) is mounted from %q, want prometheus/%s", rf, in, pm[in], rf)
 				}
 			}
 			if len(yStrs(prom, "rule_files")) == 0 {
@@ -1260,10 +1269,65 @@ func TestDashboardShape(t *testing.T) {
 		"referrer_sync_crm_rate_limit_remaining", "referrer_sync_consumer_pending_messages",
 		"referrer_sync_in_flight_messages", "referrer_sync_ready", "referrer_sync_retries_total",
 		"referrer_sync_duplicates_absorbed_total", "referrer_sync_config_generation",
+		"referrer_sync_event_age_seconds_bucket", "referrer_sync_event_time_ahead_total",
 	} {
 		if !slices.Contains(used, want) {
 			t.Errorf("no panel shows %s", want)
 		}
+	}
+}
+
+// serviceSelectorRE matches a selector of one of the service's metrics,
+// with its label matchers when it has any.
+var serviceSelectorRE = regexp.MustCompile(`referrer_sync_[a-z0-9_]+(\{[^}]*\})?`)
+
+// TestSelectorsNameTheJob: every selector of the service's metrics in the
+// alert rules and the dashboard names the scrape job, so a dry run or another
+// deployment scraped under a job of its own is neither a ready replica nor
+// part of the backlog. The rules' job is the one compose's Prometheus and the
+// Kubernetes ServiceMonitor (the Service's name) scrape under.
+func TestSelectorsNameTheJob(t *testing.T) {
+	const job = "referrer-sync"
+	check := func(where, expr, matcher string) {
+		sels := serviceSelectorRE.FindAllStringSubmatch(expr, -1)
+		if len(sels) == 0 && !strings.Contains(expr, `up{job="`+job+`"}`) {
+			t.Errorf("%s: selects no referrer_sync_ metric: %q", where, expr)
+		}
+		for _, m := range sels {
+			if !slices.Contains(strings.Split(strings.Trim(m[1], "{}"), ","), matcher) {
+				t.Errorf("%s: %s lacks %s", where, m[0], matcher)
+			}
+		}
+	}
+	for _, r := range loadAlertRules(t) {
+		check("alert "+r.Alert, r.Expr, `job="`+job+`"`)
+	}
+	d := loadDashboard(t)
+	for where, e := range dashboardExprs(t, d) {
+		if where == `variable "job"` {
+			continue
+		}
+		check("dashboard "+where, e, `job="$job"`)
+	}
+	var jobVar any
+	for _, v := range yList(d, "templating", "list") {
+		if yStr(v, "name") == "job" {
+			jobVar = v
+		}
+	}
+	if jobVar == nil || yStr(jobVar, "current", "value") != job || yAt(jobVar, "includeAll") == true {
+		t.Errorf("dashboard variable job: %v, want one job, %s by default", jobVar, job)
+	}
+
+	prom := loadDeployYAML(t, "prometheus/prometheus.yml")
+	if !slices.ContainsFunc(yList(prom, "scrape_configs"), func(sc any) bool { return yStr(sc, "job_name") == job }) {
+		t.Errorf("prometheus.yml has no scrape job %s", job)
+	}
+	if svc := oneOfKind(t, kubeObjects(t), "Service"); yStr(svc, "metadata", "name") != job {
+		t.Errorf("k8s Service %q: the ServiceMonitor's job is the Service's name, want %s", yStr(svc, "metadata", "name"), job)
+	}
+	if sm := oneOfKind(t, kubeObjects(t), "ServiceMonitor"); yStr(sm, "spec", "jobLabel") != "" {
+		t.Errorf("ServiceMonitor jobLabel %q: the job would not be the Service's name", yStr(sm, "spec", "jobLabel"))
 	}
 }
 
