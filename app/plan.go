@@ -93,7 +93,7 @@ func (s *Service) plan(ctx context.Context, camp domain.Campaign, ev domain.Refe
 	}
 	p, err := s.ledger.Person(ctx, camp.Connection, contact.Email)
 	if err != nil {
-		return Verdict{Retry: true, Reason: CauseLedger, Err: err}
+		return Verdict{Retry: true, Wait: true, Reason: CauseLedger, Err: err} // a wait, as in Handle: never dead-lettered
 	}
 	if r := eventOf(&p, ev.ID); r.Terminal() {
 		return Verdict{Outcome: domain.OutcomeDuplicate, ContactID: r.ContactID}
