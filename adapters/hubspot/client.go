@@ -77,6 +77,9 @@ type Client struct {
 
 	mu sync.Mutex
 	rl rateState
+	// types are the contact properties' types, from the latest list, so
+	// that times are written in the form their property needs.
+	types map[string]string
 }
 
 var _ ports.CRM = (*Client)(nil)

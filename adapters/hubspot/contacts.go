@@ -294,7 +294,7 @@ func (c *Client) contactProperties(op string, ct domain.Contact) (map[string]str
 			problems = append(problems, fmt.Sprintf("property %q is set by the adapter and cannot be mapped", name))
 			continue
 		}
-		s, err := propertyValue(v)
+		s, err := propertyValue(v, c.propertyType(name))
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("property %q: %v", name, err))
 			continue
@@ -307,9 +307,31 @@ func (c *Client) contactProperties(op string, ct domain.Contact) (map[string]str
 	return props, nil
 }
 
-// propertyValue formats a mapped value as HubSpot property text: numbers
-// without grouping (HubSpot refuses commas), booleans as true/false.
-func propertyValue(v any) (string, error) {
+// propertyValue formats a mapped value as HubSpot property text for a
+// property of type typ ("" when unknown): numbers without grouping (HubSpot
+// refuses commas), booleans as true/false. Times (a time.Time, or the Unix
+// seconds the domain turns times into) written to a datetime property
+// become epoch milliseconds, and to a date property midnight UTC of their
+// day in milliseconds, which is what HubSpot stores.
+func propertyValue(v any, typ string) (string, error) {
+	if typ == "datetime" || typ == "date" {
+		var t time.Time
+		switch x := v.(type) {
+		case time.Time:
+			t = x
+		case int64:
+			t = time.Unix(x, 0)
+		case int:
+			t = time.Unix(int64(x), 0)
+		}
+		if !t.IsZero() {
+			if typ == "date" {
+				y, m, d := t.UTC().Date()
+				t = time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
+			}
+			return strconv.FormatInt(t.UnixMilli(), 10), nil
+		}
+	}
 	switch x := v.(type) {
 	case string:
 		return x, nil
@@ -324,10 +346,20 @@ func propertyValue(v any) (string, error) {
 			return "", fmt.Errorf("%v is not a number HubSpot can store", x)
 		}
 		return strconv.FormatFloat(x, 'f', -1, 64), nil
+	case time.Time:
+		return x.UTC().Format(time.RFC3339), nil
 	case nil:
 		return "", nil
 	}
 	return "", fmt.Errorf("values of type %T are not supported", v)
+}
+
+// propertyType is the type of a property as last listed (by
+// CheckProperties, EnsureMarker or Properties), "" when unknown.
+func (c *Client) propertyType(name string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.types[name]
 }
 
 type propertiesBody struct {

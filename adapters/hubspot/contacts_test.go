@@ -3,6 +3,7 @@ package hubspot
 import (
 	"context"
 	"errors"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -478,5 +479,42 @@ func TestCancelledContext(t *testing.T) {
 	}
 	if n := len(e.emu.Requests()); n != 0 {
 		t.Errorf("requests = %d, want 0", n)
+	}
+}
+
+func TestTimesForDateProperties(t *testing.T) {
+	e := newEmu(t, nil)
+	for _, p := range []string{
+		`{"name":"signed_up","label":"Signed up","type":"datetime","fieldType":"date","groupName":"contactinformation"}`,
+		`{"name":"signup_day","label":"Signup day","type":"date","fieldType":"date","groupName":"contactinformation"}`,
+	} {
+		req, _ := http.NewRequestWithContext(ctx, "POST", e.url+"/crm/v3/properties/contacts", strings.NewReader(p))
+		req.Header.Set("Authorization", "Bearer "+emuToken)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil || res.StatusCode != 201 {
+			t.Fatalf("create property: %v %v", res, err)
+		}
+		res.Body.Close()
+	}
+	c := e.client(emuToken, nil)
+	if err := c.CheckProperties(ctx, []string{"signed_up", "signup_day", "referral_link"}); err != nil {
+		t.Fatal(err)
+	}
+	signup := time.Date(2026, 9, 1, 13, 20, 0, 0, time.UTC).Unix() // the domain's times are Unix seconds
+	_, err := c.Create(ctx, domain.Contact{Role: domain.RoleLead, Email: "a@example.com",
+		Custom: map[string]any{"signed_up": signup, "signup_day": signup, "referral_link": signup}})
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	p := e.emu.Contacts(emuToken)[0].Properties
+	want := map[string]string{
+		"signed_up":     "1788268800000", // epoch milliseconds
+		"signup_day":    "1788220800000", // midnight UTC of the day
+		"referral_link": "1788268800",    // a text property keeps the number
+	}
+	for k, v := range want {
+		if p[k] != v {
+			t.Errorf("%s = %q, want %q", k, p[k], v)
+		}
 	}
 }

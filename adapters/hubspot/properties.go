@@ -76,6 +76,15 @@ func (c *Client) properties(ctx context.Context) ([]Property, error) {
 		}
 		out = append(out, p)
 	}
+	types := make(map[string]string, len(out))
+	for _, p := range out {
+		if !p.Archived {
+			types[p.Name] = p.Type
+		}
+	}
+	c.mu.Lock()
+	c.types = types
+	c.mu.Unlock()
 	return out, nil
 }
 
@@ -123,7 +132,8 @@ func (e *PropertyError) Error() string {
 // failure to list the properties keeps its own kind (Unauthorized for a
 // bad token, so this also proves the token). Without the check, every
 // create mapping an unknown property would be refused with 400 and
-// dead-lettered.
+// dead-lettered. It also learns the properties' types, so that times are
+// then written as date and datetime properties need them.
 func (c *Client) CheckProperties(ctx context.Context, names []string) error {
 	props, err := c.properties(ctx)
 	if err != nil {

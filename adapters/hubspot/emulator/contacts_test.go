@@ -345,3 +345,38 @@ func TestAuth(t *testing.T) {
 		})
 	}
 }
+
+func TestTypedValues(t *testing.T) {
+	e := newEnv(t, defaultConfig())
+	for _, p := range []map[string]any{
+		{"name": "signed_up", "label": "Signed up", "type": "datetime", "fieldType": "date", "groupName": "contactinformation"},
+		{"name": "signup_day", "label": "Signup day", "type": "date", "fieldType": "date", "groupName": "contactinformation"},
+		{"name": "vip", "label": "VIP", "type": "bool", "fieldType": "booleancheckbox", "groupName": "contactinformation"},
+		{"name": "score", "label": "Score", "type": "number", "fieldType": "number", "groupName": "contactinformation"},
+	} {
+		e.must(201, "POST", "/crm/v3/properties/contacts", p)
+	}
+	tests := []struct {
+		prop, value string
+		want        int
+	}{
+		{"signed_up", "1788000000000", 201},
+		{"signed_up", "2026-09-01T12:00:00Z", 201},
+		{"signed_up", "yesterday", 400},
+		{"signup_day", "1787961600000", 201}, // 2026-08-29T00:00:00Z
+		{"signup_day", "2026-09-01", 201},
+		{"signup_day", "1788000000000", 400}, // not midnight
+		{"vip", "true", 201},
+		{"vip", "yes", 400},
+		{"score", "12.5", 201},
+		{"score", "1,000", 400},
+	}
+	for i, tt := range tests {
+		t.Run(tt.prop+"="+tt.value, func(t *testing.T) {
+			r := e.do("POST", contacts, props("email", fmt.Sprintf("t%d@example.com", i), tt.prop, tt.value), tokA)
+			if r.status != tt.want {
+				t.Errorf("= %d %s, want %d", r.status, r.body, tt.want)
+			}
+		})
+	}
+}

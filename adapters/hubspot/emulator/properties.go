@@ -258,6 +258,14 @@ func (c *call) checkValues(raw any) (map[string]string, *response) {
 		case v != "" && p.typ == "number" && !isNumber(v):
 			bad = append(bad, propertyError{Message: fmt.Sprintf("%s was not a valid number", v), Error: "INVALID_INTEGER", Name: k})
 			continue
+		case v != "" && p.typ == "bool" && v != "true" && v != "false":
+			bad = append(bad, propertyError{Message: fmt.Sprintf("%s is not a valid boolean", v), Error: "INVALID_BOOLEAN", Name: k})
+			continue
+		case v != "" && (p.typ == "date" || p.typ == "datetime"):
+			if msg := checkTime(v, p.typ == "date"); msg != "" {
+				bad = append(bad, propertyError{Message: fmt.Sprintf("%s %s", v, msg), Error: "INVALID_DATE", Name: k})
+				continue
+			}
 		}
 		if k == "email" {
 			v = strings.ToLower(strings.TrimSpace(v))
@@ -279,6 +287,25 @@ func validEmail(s string) bool {
 	s = strings.TrimSpace(s)
 	local, domain, ok := strings.Cut(s, "@")
 	return ok && local != "" && strings.Contains(domain, ".") && !strings.ContainsAny(s, " ,;<>")
+}
+
+// checkTime checks a date or datetime value: epoch milliseconds or ISO
+// 8601, and for a date, midnight UTC. The error code is undocumented.
+func checkTime(v string, date bool) string {
+	var t time.Time
+	if ms, err := strconv.ParseInt(v, 10, 64); err == nil {
+		t = time.UnixMilli(ms).UTC()
+	} else if d, err := time.Parse(time.DateOnly, v); err == nil {
+		t = d
+	} else if d, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		t = d.UTC()
+	} else {
+		return "is not a valid date: use epoch milliseconds or ISO 8601"
+	}
+	if date && !t.Equal(t.Truncate(24*time.Hour)) {
+		return "is not midnight UTC, as a date property needs"
+	}
+	return ""
 }
 
 func isNumber(s string) bool {
