@@ -3,6 +3,7 @@ package hubspot
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -516,5 +517,35 @@ func TestTimesForDateProperties(t *testing.T) {
 		if p[k] != v {
 			t.Errorf("%s = %q, want %q", k, p[k], v)
 		}
+	}
+}
+
+func TestConcurrentCreatesOfOnePerson(t *testing.T) {
+	e := newEmu(t, nil)
+	c := e.client(emuToken, nil)
+	const n = 16
+	results := make(chan ports.Created, n)
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			got, err := c.Create(ctx, domain.Contact{Role: domain.RoleLead, Email: "ada@example.com", Marker: fmt.Sprintf("ev-%d", i)})
+			results <- got
+			errs <- err
+		}()
+	}
+	var own int
+	ids := map[string]bool{}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Errorf("Create: %v", err)
+		}
+		got := <-results
+		ids[got.ID] = true
+		if !got.Existing {
+			own++
+		}
+	}
+	if cs := e.emu.Contacts(emuToken); len(cs) != 1 || len(ids) != 1 || own != 1 {
+		t.Errorf("contacts %d, distinct ids %d, creates not Existing %d; want 1, 1, 1", len(cs), len(ids), own)
 	}
 }
