@@ -607,6 +607,25 @@ func TestKubeManifests(t *testing.T) {
 		if yStr(c, "image") == "" {
 			t.Error("no image")
 		}
+		// What runs is the kustomization's tag or digest when it names the
+		// image; either way it must identify one build: IfNotPresent (the
+		// default for a tagged image) keeps whatever a node pulled first.
+		name, tag, _ := strings.Cut(yStr(c, "image"), ":")
+		digest := ""
+		for _, im := range yList(loadDeployYAML(t, "k8s/kustomization.yaml"), "images") {
+			if yStr(im, "name") == name {
+				if nt := yStr(im, "newTag"); nt != "" {
+					tag = nt
+				}
+				digest = yStr(im, "digest")
+			}
+		}
+		if digest == "" && !regexp.MustCompile(`^v?\d+\.\d+\.\d+`).MatchString(tag) {
+			t.Errorf("image %s runs tag %q: pin a release tag or a digest, not a moving tag", name, tag)
+		}
+		if p := yStr(c, "imagePullPolicy"); p != "" && p != "IfNotPresent" {
+			t.Errorf("imagePullPolicy %q: with a pinned image, IfNotPresent", p)
+		}
 		args := yStrs(c, "args")
 		if len(args) == 0 || args[0] != "run" || argAfter(args, "--config") == "" {
 			t.Errorf("args %v, want run --config FILE", args)
