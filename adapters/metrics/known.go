@@ -1,31 +1,20 @@
 package metrics
 
 import (
+	"slices"
+
 	"github.com/referrer-sync/referrer-sync/app"
 	"github.com/referrer-sync/referrer-sync/domain"
 )
 
 // DeadLetterReasons returns every reason the service dead-letters a message
-// for: the domain's invalid-event reasons and the application's delivery
-// reasons. New creates referrer_sync_dead_letters_total at 0 for each.
-func DeadLetterReasons() []string {
-	return []string{
-		domain.ReasonTooLarge, domain.ReasonMalformed, domain.ReasonWrongType,
-		domain.ReasonMissingID, domain.ReasonMissingCampaign, domain.ReasonMissingEmail,
-		domain.ReasonInvalidEmail, domain.ReasonMapping,
-		app.ReasonCRMRejected, app.ReasonUnauthorized, app.ReasonAttemptsExhausted,
-	}
-}
+// for (app.DeadLetterReasons). New creates referrer_sync_dead_letters_total
+// at 0 for each.
+func DeadLetterReasons() []string { return slices.Clone(app.DeadLetterReasons) }
 
-// RetryCauses returns the causes app.Service gives a retry (the Reason of a
-// retry verdict): the CRM error kinds it retries, and its own. The
-// application keeps them as literals; this list must follow it.
-func RetryCauses() []string {
-	return []string{
-		"transient", "rate_limited", "unauthorized", "not_found", "unknown", // CRM failures (ports.ErrorKind)
-		"ledger", "person_busy", "awaiting_search", "contact_gone", "no_crm", "cancelled", "dead_letter_failed",
-	}
-}
+// RetryCauses returns every cause the service gives a retry
+// (app.RetryCauses).
+func RetryCauses() []string { return slices.Clone(app.RetryCauses) }
 
 // Known is what the service can count under the current configuration.
 type Known struct {

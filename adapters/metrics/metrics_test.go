@@ -77,6 +77,7 @@ referrer_sync_events_total{action="create_lead",campaign="camp_1",outcome="dupli
 # TYPE referrer_sync_dead_letters_total counter
 referrer_sync_dead_letters_total{reason="attempts_exhausted"} 0
 referrer_sync_dead_letters_total{reason="crm_rejected"} 1
+referrer_sync_dead_letters_total{reason="deliveries_exhausted"} 0
 referrer_sync_dead_letters_total{reason="invalid_email"} 0
 referrer_sync_dead_letters_total{reason="malformed"} 0
 referrer_sync_dead_letters_total{reason="mapping"} 0
