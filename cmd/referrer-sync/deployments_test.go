@@ -32,6 +32,8 @@ import (
 	"github.com/referrer-sync/referrer-sync/adapters/config"
 	"github.com/referrer-sync/referrer-sync/adapters/consumer"
 	"github.com/referrer-sync/referrer-sync/adapters/intercom/emulator"
+	"github.com/referrer-sync/referrer-sync/app"
+	"github.com/referrer-sync/referrer-sync/domain"
 )
 
 // deploymentsDir is deployments/ as seen from this package's directory,
@@ -1458,6 +1460,80 @@ func TestAlertAndDashboardMetricsExist(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestAlertedSeriesExistAtStartup: a service that has handled nothing yet
+// already exposes, at 0, the series alerts_test.yml starts from (so the
+// first increment is an increase() the rules see): every dead-letter
+// reason, every retry cause of each configured campaign, refused tokens per
+// connection and failed reloads.
+func TestAlertedSeriesExistAtStartup(t *testing.T) {
+	h := newHarness(t, emulator.Config{}, "")
+	res, err := http.Get("http://" + h.in.addr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(b), "\n")
+	want := []string{`referrer_sync_config_reloads_total{result="failure"} 0`}
+	for _, r := range app.DeadLetterReasons {
+		want = append(want, fmt.Sprintf(`referrer_sync_dead_letters_total{reason=%q} 0`, r))
+	}
+	for name := range h.in.file.Connections {
+		want = append(want, fmt.Sprintf(`referrer_sync_crm_unauthorized_total{connection=%q} 0`, name))
+	}
+	for id := range h.in.file.Campaigns {
+		for _, c := range app.RetryCauses {
+			want = append(want, fmt.Sprintf(`referrer_sync_retries_total{campaign=%q,cause=%q} 0`, id, c))
+		}
+	}
+	if len(h.in.file.Campaigns) == 0 || len(h.in.file.Connections) == 0 {
+		t.Fatal("the harness configures no campaign or connection")
+	}
+	for _, w := range want {
+		if !slices.Contains(lines, w) {
+			t.Errorf("/metrics lacks %s", w)
+		}
+	}
+}
+
+// TestDeadLetterAlertsSplitReasons: the two dead-letter alerts split the
+// reasons between them, bad input (the domain's reasons, a warning) and
+// delivery (the application's, paging), so a new reason cannot page as the
+// wrong one.
+func TestDeadLetterAlertsSplitReasons(t *testing.T) {
+	domainReasons := []string{domain.ReasonTooLarge, domain.ReasonMalformed, domain.ReasonWrongType, domain.ReasonMissingID,
+		domain.ReasonMissingCampaign, domain.ReasonMissingEmail, domain.ReasonInvalidEmail, domain.ReasonMapping}
+	var delivery []string
+	for _, r := range app.DeadLetterReasons {
+		if !slices.Contains(domainReasons, r) {
+			delivery = append(delivery, r)
+		}
+	}
+	matcher := map[string]string{}
+	for _, r := range loadAlertRules(t) {
+		switch r.Alert {
+		case "ReferrerSyncDeadLettersBadInput":
+			matcher[r.Alert] = regexp.MustCompile(`reason!~"([^"]*)"`).FindStringSubmatch(r.Expr)[1]
+		case "ReferrerSyncDeadLettersDelivery":
+			matcher[r.Alert] = regexp.MustCompile(`reason=~"([^"]*)"`).FindStringSubmatch(r.Expr)[1]
+		}
+	}
+	for alert, m := range matcher {
+		got := strings.Split(m, "|")
+		slices.Sort(got)
+		want := slices.Sorted(slices.Values(delivery))
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: reason matcher %q, want exactly the delivery reasons %v", alert, m, want)
+		}
+	}
+	if len(matcher) != 2 {
+		t.Errorf("found %d of the two dead-letter alerts", len(matcher))
 	}
 }
 
