@@ -72,7 +72,9 @@ func TestExactlyOnceUnderFaults(t *testing.T) {
 // faultDefaultsScale is smaller in events than faultFull: with the default
 // timing a SIGKILLed replica's messages come back only after ack_wait (30 s)
 // and its people stay locked for the lease, so a run takes longer per event.
-var faultDefaultsScale = faultScale{replicas: 3, people: 150, minEvents: 240, dupRate: 0.2, invalidPerKind: 1, kills: 3, bursts: 3, finalPeople: 20, finalEvents: 25}
+// Fewer people than events, about three events each, so that a killed
+// replica's locks hold up other events of the same people.
+var faultDefaultsScale = faultScale{replicas: 3, people: 80, minEvents: 260, dupRate: 0.2, invalidPerKind: 1, kills: 3, bursts: 3, finalPeople: 20, finalEvents: 25}
 
 // faultDefaultsConfig is a replica's configuration with every timing
 // setting a new user gets by default: ack wait, lease, attempts, retry
