@@ -34,6 +34,8 @@ type attempt struct {
 	label   string
 	start   time.Time
 	crm     ports.CRM
+	// token names this delivery in the record (CountedBy, FailedBy).
+	token string
 
 	// matches found while resolving a pending create, reused to decide.
 	matches []domain.Match
@@ -87,12 +89,12 @@ func (a *attempt) step(ctx context.Context, p *ports.Person) (Verdict, error) {
 	if r.Terminal() {
 		replay := a.msg.Headers[ReplayedFromHeader]
 		switch {
-		case r.Unreported:
+		case r.CountedBy == "":
 			// Settled while another event resolved this one's create:
 			// this message counts it, once.
-			r.Unreported = false
+			r.CountedBy = a.token
 			setEvent(p, r)
-			if err := s.put(ctx, p); err != nil {
+			if err := s.write(ctx, p, a.counted); err != nil {
 				return Verdict{}, err
 			}
 			return settled(r.Outcome, r.ContactID), nil
@@ -113,7 +115,7 @@ func (a *attempt) step(ctx context.Context, p *ports.Person) (Verdict, error) {
 		}
 		if r = eventOf(p, id); r.Terminal() {
 			// This event's own create, found applied.
-			if err := s.put(ctx, p); err != nil {
+			if err := s.write(ctx, p, a.counted); err != nil {
 				return Verdict{}, err
 			}
 			return settled(r.Outcome, r.ContactID), nil
@@ -155,8 +157,8 @@ func (a *attempt) step(ctx context.Context, p *ports.Person) (Verdict, error) {
 		return a.update(ctx, p, match.ID)
 	case domain.DecideSkip:
 		p.ContactID = match.ID
-		settleEvent(p, id, domain.OutcomeSkipped, match.ID, "", s.cfg.Now())
-		if err := s.put(ctx, p); err != nil {
+		settleEvent(p, id, domain.OutcomeSkipped, match.ID, "", a.token, s.cfg.Now())
+		if err := s.write(ctx, p, a.counted); err != nil {
 			return Verdict{}, err
 		}
 		return settled(domain.OutcomeSkipped, match.ID), nil
@@ -174,7 +176,7 @@ func (a *attempt) create(ctx context.Context, p *ports.Person) (Verdict, error) 
 		notAfter = d
 	}
 	p.Pending = &ports.PendingCreate{EventID: id, Owner: s.cfg.Owner, NotAfter: notAfter, ExternalID: a.contact.ExternalID}
-	if err := s.put(ctx, p); err != nil {
+	if err := s.write(ctx, p, func(q *ports.Person) bool { return ownsPending(q, id, notAfter) }); err != nil {
 		// Not sent. A write that failed otherwise than by conflict may
 		// still have been stored: whoever reads it resolves it like any
 		// pending create, and finds it not applied.
@@ -244,7 +246,8 @@ func (a *attempt) update(ctx context.Context, p *ports.Person, contactID string)
 
 // record writes the event's outcome after a CRM write (merging into a newer
 // record if another worker wrote meanwhile) and releases the event's
-// pending create, if any.
+// pending create, if any. The outcome is this delivery's to count only if
+// its own write settled the event.
 func (a *attempt) record(ctx context.Context, p *ports.Person, notAfter time.Time, o domain.Outcome, contactID, reason string) (Verdict, error) {
 	s, id := a.s, a.ev.ID
 	now := s.cfg.Now()
@@ -266,7 +269,7 @@ func (a *attempt) record(ctx context.Context, p *ports.Person, notAfter time.Tim
 		if q.ContactID == "" && q.Pending == nil {
 			q.ContactID = contactID
 		}
-		settleEvent(q, id, o, contactID, reason, now)
+		settleEvent(q, id, o, contactID, reason, a.token, now)
 		return true
 	})
 	if err != nil {
@@ -275,13 +278,15 @@ func (a *attempt) record(ctx context.Context, p *ports.Person, notAfter time.Tim
 		// idempotent and is simply made again.
 		return wait(CauseLedger, fmt.Errorf("record the outcome: %w", err), 0), nil
 	}
-	r := eventOf(&q, id)
-	if r.Outcome != o {
-		// Another worker settled this event first.
+	if r := eventOf(&q, id); r.CountedBy != a.token {
+		// Another delivery of this event settled it first.
 		return settled(domain.OutcomeDuplicate, r.ContactID), nil
 	}
-	return settled(o, r.ContactID), nil
+	return settled(o, contactID), nil
 }
+
+// counted reports whether this delivery's write settling the event landed.
+func (a *attempt) counted(q *ports.Person) bool { return eventOf(q, a.ev.ID).CountedBy == a.token }
 
 // failed records a failed attempt (or a wait) after a CRM failure. notAfter
 // is set when the failure is the event's own create's: a create that
@@ -313,9 +318,10 @@ func (a *attempt) failedWith(ctx context.Context, p *ports.Person, f failure, no
 			return changed
 		}
 		r := eventOf(q, id)
-		if r.Terminal() {
-			return changed
+		if r.Terminal() || r.FailedBy == a.token {
+			return changed // settled meanwhile, or this failure is counted
 		}
+		r.FailedBy = a.token
 		r.Failures++
 		if r.FirstFailure.IsZero() {
 			r.FirstFailure = now
@@ -333,7 +339,9 @@ func (a *attempt) failedWith(ctx context.Context, p *ports.Person, f failure, no
 	}
 	r := eventOf(&q, id)
 	if r.Terminal() {
-		return settled(domain.OutcomeDuplicate, r.ContactID), nil
+		// Settled meanwhile by another delivery (or recorded on its
+		// behalf): the next delivery counts or absorbs it.
+		return wait(CausePersonBusy, fmt.Errorf("the event was settled meanwhile: %w", f.err), 0), nil
 	}
 	v := retry(cause, f.err, f.delay)
 	v.failures, v.firstFailure = r.Failures, r.FirstFailure
@@ -350,27 +358,27 @@ func (a *attempt) failedWith(ctx context.Context, p *ports.Person, f failure, no
 // records the event as dead-lettered, a terminal outcome: a redelivery is
 // a duplicate, and only a replay of the dead letter re-arms it. In that
 // order, so that a crash in between dead-letters it twice rather than not
-// at all.
+// at all; the outcome is counted by the delivery whose record settled it.
 func (a *attempt) deadLetterEvent(ctx context.Context, p *ports.Person, reason string, cause error) Verdict {
 	s, id := a.s, a.ev.ID
 	r := eventOf(p, id)
-	failures := r.Failures
-	if reason == ReasonCRMRejected {
-		failures++
+	d := s.deadLetterOf(a.msg, a.ev, reason, cause, r.FirstFailure)
+	if err := s.dlq.DeadLetter(ctx, d); err != nil {
+		return s.deadLetterFailed(ctx, a.msg, a.ev, a.label, reason, err)
 	}
-	v := s.deadLetter(ctx, a.msg, a.ev, a.label, a.camp.Action, reason, cause, r.FirstFailure)
-	if v.Retry {
-		return v
-	}
-	v.failures = failures
-	if _, err := s.commit(ctx, p, func(q *ports.Person) bool {
+	q, err := s.commit(ctx, p, func(q *ports.Person) bool {
 		if eventOf(q, id).Terminal() {
 			return false
 		}
-		settleEvent(q, id, domain.OutcomeDeadLettered, "", reason, s.cfg.Now())
+		settleEvent(q, id, domain.OutcomeDeadLettered, "", reason, a.token, s.cfg.Now())
 		return true
-	}); err != nil {
+	})
+	if err != nil {
 		s.log.WarnContext(ctx, "recording a dead letter failed; a redelivery dead-letters the event again", "event_id", id, "error", err)
+	} else if rec := eventOf(&q, id); rec.CountedBy != a.token {
+		s.log.WarnContext(ctx, "another delivery settled the event while it was being dead-lettered; the dead letter is redundant and its replay a duplicate",
+			"event_id", id, "outcome", rec.Outcome, "reason", reason)
+		return settled(domain.OutcomeDuplicate, rec.ContactID)
 	}
-	return v
+	return s.deadLettered(ctx, a.msg, a.ev, a.label, a.camp.Action, reason, cause)
 }

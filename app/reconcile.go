@@ -17,13 +17,14 @@ import (
 //   - A contact carrying the create's marker is the create's: it is
 //     recorded as created for the event that sent it.
 //   - Nothing carries the marker, and the create carried an external id:
-//     the lookup by external id is consistent, so the create was not
-//     applied.
+//     the lookup by external id is consistent, so once the connection's
+//     commit grace has passed since the lease ended (a request the client
+//     gave up on may land late), the create was not applied.
 //   - Nothing carries the marker and there was no external id (a lead, or
 //     a user matched by email): search may not show it yet. Only once the
-//     connection's search lag has passed since the lease ended is it
-//     proven not applied. Other contacts of the person being visible
-//     proves nothing: the create's own contact may still be hidden.
+//     commit grace and the search lag have passed since the lease ended is
+//     it proven not applied. Other contacts of the person being visible
+//     prove nothing: the create's own contact may still be hidden.
 func (a *attempt) resolve(ctx context.Context, p *ports.Person) (Verdict, bool) {
 	s := a.s
 	pend := *p.Pending
@@ -46,9 +47,9 @@ func (a *attempt) resolve(ctx context.Context, p *ports.Person) (Verdict, bool) 
 		p.Pending, p.ContactID = nil, m.ID
 		if r := eventOf(p, pend.EventID); !r.Terminal() {
 			r.Outcome, r.ContactID, r.At = domain.OutcomeCreated, m.ID, now
-			// Found while handling another event: the creating event's
-			// own message counts it when it comes back.
-			r.Unreported = pend.EventID != a.ev.ID
+			if pend.EventID == a.ev.ID {
+				r.CountedBy = a.token
+			} // else the creating event's own message counts it when it comes back
 			setEvent(p, r)
 		}
 		s.log.InfoContext(ctx, "resolved a create whose outcome was unknown: it was applied",
@@ -56,11 +57,17 @@ func (a *attempt) resolve(ctx context.Context, p *ports.Person) (Verdict, bool) 
 		a.matches, a.looked = matches, true
 		return Verdict{}, true
 	}
+	// A create the client gave up on may still land a little later (the
+	// CRM may commit a request after its client timed out): nothing is
+	// proven until that grace has passed, and for search, until the
+	// contact would be searchable too.
+	until := pend.NotAfter.Add(s.commitGrace(a.camp.Connection))
 	if pend.ExternalID == "" {
-		if until := pend.NotAfter.Add(s.searchLag(a.camp.Connection)); now.Before(until) {
-			return wait(CauseAwaitingSearch, fmt.Errorf("a create by event %s, sent until %s, may not be searchable yet",
-				pend.EventID, pend.NotAfter.Format("15:04:05.000")), s.until(until)), false
-		}
+		until = until.Add(s.searchLag(a.camp.Connection))
+	}
+	if now.Before(until) {
+		return wait(CauseAwaitingSearch, fmt.Errorf("a create by event %s, sent until %s, may not be visible yet",
+			pend.EventID, pend.NotAfter.Format("15:04:05.000")), s.until(until)), false
 	}
 	p.Pending = nil
 	s.log.InfoContext(ctx, "a create whose outcome was unknown was not applied; the person may be created again",

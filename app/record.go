@@ -33,13 +33,14 @@ func setEvent(p *ports.Person, r ports.EventRecord) {
 
 // settleEvent records a terminal outcome for event id unless it has one
 // already: a terminal outcome is never overwritten, so the first writer's
-// outcome is the event's.
-func settleEvent(p *ports.Person, id string, o domain.Outcome, contactID, reason string, at time.Time) {
+// outcome is the event's. countedBy is the delivery that counts it, or
+// empty when the event's own message has yet to.
+func settleEvent(p *ports.Person, id string, o domain.Outcome, contactID, reason, countedBy string, at time.Time) {
 	r := eventOf(p, id)
 	if r.Terminal() {
 		return
 	}
-	r.Outcome, r.ContactID, r.At, r.Reason = o, contactID, at, reason
+	r.Outcome, r.ContactID, r.At, r.Reason, r.CountedBy = o, contactID, at, reason, countedBy
 	setEvent(p, r)
 }
 
@@ -55,10 +56,10 @@ func ownsPending(p *ports.Person, id string, notAfter time.Time) bool {
 func (s *Service) prune(p *ports.Person, now time.Time) {
 	cutoff := now.Add(-s.cfg.Remember)
 	p.Events = slices.DeleteFunc(p.Events, func(r ports.EventRecord) bool {
-		return r.At.Before(cutoff) && !r.Unreported
+		return r.At.Before(cutoff) && r.CountedBy != ""
 	})
 	for over := len(p.Events) - s.cfg.MaxEvents; over > 0; over-- {
-		i := slices.IndexFunc(p.Events, func(r ports.EventRecord) bool { return r.Terminal() && !r.Unreported })
+		i := slices.IndexFunc(p.Events, func(r ports.EventRecord) bool { return r.Terminal() && r.CountedBy != "" })
 		if i < 0 {
 			break
 		}
@@ -74,16 +75,18 @@ func (s *Service) put(ctx context.Context, p *ports.Person) error {
 
 // commit writes a change that must land because a CRM effect already
 // happened (or certainly did not): it applies change to p and writes it;
-// when another worker wrote first, it reads the record again and applies
-// the same change to what it finds, so nothing the other worker wrote is
-// lost. change reports false when there is nothing to write. commit returns
-// the record as written (or as found).
+// when another worker wrote first, or the write's answer was lost, it reads
+// the record again and applies the same change to what it finds, so
+// nothing another worker wrote is lost and nothing is written twice.
+// change reports false when there is nothing (more) to write. commit
+// returns the record as written or found.
 func (s *Service) commit(ctx context.Context, p *ports.Person, change func(q *ports.Person) bool) (ports.Person, error) {
 	// The CRM write is done: the record must be written even if the
 	// delivery's own deadline has passed.
 	ctx = context.WithoutCancel(ctx)
 	q := *p
 	q.Events = slices.Clone(p.Events)
+	var last error
 	for range maxConflicts {
 		if !change(&q) {
 			return q, nil
@@ -92,12 +95,26 @@ func (s *Service) commit(ctx context.Context, p *ports.Person, change func(q *po
 		if err == nil {
 			return q, nil
 		}
-		if !errors.Is(err, ports.ErrConflict) {
-			return q, fmt.Errorf("record: %w", err)
-		}
+		last = err
 		if q, err = s.ledger.Person(ctx, p.Connection, p.Email); err != nil {
-			return q, fmt.Errorf("record: %w", err)
+			return q, fmt.Errorf("record: %w (after %w)", err, last)
 		}
 	}
-	return q, fmt.Errorf("record: %w %d times in a row", ports.ErrConflict, maxConflicts)
+	return q, fmt.Errorf("record: gave up after %d tries: %w", maxConflicts, last)
+}
+
+// write writes p at the revision it was read at, for a decision made from
+// that read. If the write's answer is lost it reads the record back, and
+// landed tells from it whether the write happened.
+func (s *Service) write(ctx context.Context, p *ports.Person, landed func(q *ports.Person) bool) error {
+	err := s.put(ctx, p)
+	if err == nil || errors.Is(err, ports.ErrConflict) {
+		return err
+	}
+	q, rerr := s.ledger.Person(ctx, p.Connection, p.Email)
+	if rerr == nil && landed(&q) {
+		*p = q
+		return nil
+	}
+	return err
 }

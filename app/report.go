@@ -20,9 +20,16 @@ func (a *attempt) report(ctx context.Context, v Verdict) Verdict {
 		if err != nil {
 			p = ports.Person{Connection: a.camp.Connection, Email: a.contact.Email}
 		}
-		r := eventOf(&p, a.ev.ID)
-		if r.Terminal() {
-			return s.settle(ctx, a.msg, a.ev, a.label, a.camp.Action, settled(domain.OutcomeDuplicate, r.ContactID), a.start)
+		if r := eventOf(&p, a.ev.ID); r.Terminal() {
+			o := domain.OutcomeDuplicate
+			if r.CountedBy == "" {
+				r.CountedBy, o = a.token, r.Outcome
+				setEvent(&p, r)
+				if err := s.write(ctx, &p, a.counted); err != nil {
+					o = domain.OutcomeDuplicate // counted by whoever wrote first
+				}
+			}
+			return s.settle(ctx, a.msg, a.ev, a.label, a.camp.Action, settled(o, r.ContactID), a.start)
 		}
 		// If this dead letter cannot be stored either, the error log says
 		// so: the server will not deliver the message again.
@@ -51,7 +58,14 @@ func (a *attempt) report(ctx context.Context, v Verdict) Verdict {
 // deadLetter stores a message in the dead-letter stream and counts it; if
 // it cannot be stored, the message is retried (never dropped).
 func (s *Service) deadLetter(ctx context.Context, m Message, ev domain.ReferrerJoined, label string, action domain.Action, reason string, cause error, firstFailure time.Time) Verdict {
-	d := ports.DeadLetter{
+	if err := s.dlq.DeadLetter(ctx, s.deadLetterOf(m, ev, reason, cause, firstFailure)); err != nil {
+		return s.deadLetterFailed(ctx, m, ev, label, reason, err)
+	}
+	return s.deadLettered(ctx, m, ev, label, action, reason, cause)
+}
+
+func (s *Service) deadLetterOf(m Message, ev domain.ReferrerJoined, reason string, cause error, firstFailure time.Time) ports.DeadLetter {
+	return ports.DeadLetter{
 		Body:      m.Body,
 		Headers:   m.OriginalHeaders,
 		Reason:    reason,
@@ -64,12 +78,17 @@ func (s *Service) deadLetter(ctx context.Context, m Message, ev domain.ReferrerJ
 		Campaign:  ev.CampaignID,
 		Failed:    s.cfg.Now(),
 	}
-	if err := s.dlq.DeadLetter(ctx, d); err != nil {
-		s.metrics.Retry(label, CauseDeadLetterFailed)
-		s.log.ErrorContext(ctx, "dead-lettering failed; the message will be redelivered", "event_id", ev.ID, "reason", reason,
-			"last_delivery", m.LastDelivery, "error", err)
-		return Verdict{Retry: true, Wait: true, Reason: CauseDeadLetterFailed, Err: err}
-	}
+}
+
+func (s *Service) deadLetterFailed(ctx context.Context, m Message, ev domain.ReferrerJoined, label, reason string, err error) Verdict {
+	s.metrics.Retry(label, CauseDeadLetterFailed)
+	s.log.ErrorContext(ctx, "dead-lettering failed; the message will be redelivered", "event_id", ev.ID, "reason", reason,
+		"last_delivery", m.LastDelivery, "error", err)
+	return Verdict{Retry: true, Wait: true, Reason: CauseDeadLetterFailed, Err: err}
+}
+
+// deadLettered counts and logs a stored dead letter.
+func (s *Service) deadLettered(ctx context.Context, m Message, ev domain.ReferrerJoined, label string, action domain.Action, reason string, cause error) Verdict {
 	s.metrics.Outcome(label, action, domain.OutcomeDeadLettered, reason)
 	s.log.WarnContext(ctx, "event dead-lettered", "event_id", ev.ID, "campaign", ev.CampaignID, "outcome", domain.OutcomeDeadLettered,
 		"reason", reason, "attempts", m.Attempt, "stream_seq", m.Sequence, "detail", cause.Error())

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"slices"
 	"strconv"
@@ -87,6 +88,10 @@ const (
 	// the new contact, when the connection does not say. Intercom documents
 	// "a few minutes".
 	DefaultSearchLag = 5 * time.Minute
+	// DefaultCommitGrace is how long after its client gave up a create may
+	// still be applied, when the connection does not say: a request the
+	// CRM accepted is committed within its own request timeout.
+	DefaultCommitGrace = 30 * time.Second
 	// DefaultLease bounds how long one create may keep a person: the create
 	// is sent only within it, so a crashed sender's person is free again
 	// when it ends.
@@ -117,6 +122,9 @@ type Config struct {
 	// SearchLags is, per connection, how long after a create the CRM's
 	// search may still miss the contact (DefaultSearchLag when unset).
 	SearchLags map[string]time.Duration
+	// CommitGraces is, per connection, how long after a create's client
+	// gave up the CRM may still apply it (DefaultCommitGrace when unset).
+	CommitGraces map[string]time.Duration
 	// Lease bounds one create: it is sent only within Lease of being
 	// recorded as pending (and within the delivery's own deadline). Others
 	// wait for the person at most that long before resolving it. Default
@@ -158,9 +166,14 @@ func (c Config) Validate() error {
 	if c.Remember < 0 || c.MaxEvents < 0 {
 		errs = append(errs, errors.New("app: Remember and MaxEvents must not be negative"))
 	}
-	for conn, d := range c.SearchLags {
-		if d < 0 {
+	for _, conn := range sortedKeys(c.SearchLags) {
+		if c.SearchLags[conn] < 0 {
 			errs = append(errs, fmt.Errorf("app: search lag of connection %s is negative", conn))
+		}
+	}
+	for _, conn := range sortedKeys(c.CommitGraces) {
+		if c.CommitGraces[conn] < 0 {
+			errs = append(errs, fmt.Errorf("app: commit grace of connection %s is negative", conn))
 		}
 	}
 	if c.Catalog != nil {
@@ -191,7 +204,8 @@ type Service struct {
 	log          *slog.Logger
 	cfg          Config
 	locks        *keyLocks
-	unconfigured sync.Map // campaign id → struct{}: log once per campaign
+	unconfigured sync.Map      // campaign id → struct{}: log once per campaign
+	deliveries   atomic.Uint64 // numbers this process's deliveries in the ledger's records
 }
 
 // New returns a Service.
@@ -212,8 +226,10 @@ func New(cfg Config) (*Service, error) {
 		cfg.MaxEvents = DefaultMaxEvents
 	}
 	if cfg.Owner == "" {
+		// Unique per Service: two in one process (or one restarted with
+		// the pid of a former one) never share delivery names.
 		host, _ := os.Hostname()
-		cfg.Owner = host + "-" + strconv.Itoa(os.Getpid())
+		cfg.Owner = host + "-" + strconv.Itoa(os.Getpid()) + "-" + strconv.FormatUint(rand.Uint64()%1e6, 36)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -318,7 +334,8 @@ func (s *Service) Handle(ctx context.Context, m Message) Verdict {
 	if err != nil {
 		return s.deadLetter(ctx, m, ev, label, camp.Action, domain.ReasonMapping, err, time.Time{}).identify(ev)
 	}
-	e := &attempt{s: s, msg: m, ev: ev, camp: camp, contact: contact, label: label, start: start}
+	e := &attempt{s: s, msg: m, ev: ev, camp: camp, contact: contact, label: label, start: start,
+		token: s.cfg.Owner + "#" + strconv.FormatUint(s.deliveries.Add(1), 10)}
 	return e.run(ctx).identify(ev)
 }
 
@@ -341,4 +358,20 @@ func (s *Service) searchLag(conn string) time.Duration {
 		return d
 	}
 	return DefaultSearchLag
+}
+
+func (s *Service) commitGrace(conn string) time.Duration {
+	if d, ok := s.cfg.CommitGraces[conn]; ok && d > 0 {
+		return d
+	}
+	return DefaultCommitGrace
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }

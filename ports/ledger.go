@@ -90,13 +90,20 @@ type EventRecord struct {
 	// Reason is the dead-letter reason of a dead-lettered event, or the
 	// cause of the last failed attempt of one not settled yet.
 	Reason string
-	// Unreported is set when the outcome was recorded while handling
-	// another event (a create found applied by whoever resolved it): the
-	// event's own message has not counted it yet, and will, once.
-	Unreported bool
 	// ReplayedFrom is the dead letter whose replay last re-armed the event,
 	// so that a redelivery of that same replay does not re-arm it again.
 	ReplayedFrom string
+	// CountedBy names the delivery that counted the outcome (its metric
+	// and its log line); empty while no message of the event has. A create
+	// found applied while handling another event is recorded for its own
+	// event uncounted, and that event's next delivery counts it, once. A
+	// delivery whose write's answer was lost reads the record back and
+	// knows from it whether its write landed.
+	CountedBy string
+	// FailedBy names the delivery whose failed attempt was counted last,
+	// so that one delivery counts its failure once, however often it has
+	// to write it.
+	FailedBy string
 }
 
 // Terminal reports whether the event has ended.

@@ -198,7 +198,8 @@ type eventRecord struct {
 	FirstFailure int64          `json:"ff,omitempty"`
 	Reason       string         `json:"r,omitempty"`
 	ReplayedFrom string         `json:"rf,omitempty"`
-	Unreported   bool           `json:"u,omitempty"`
+	CountedBy    string         `json:"cb,omitempty"`
+	FailedBy     string         `json:"fb,omitempty"`
 }
 
 // oldLease is how long a pending create of the first record format is
@@ -228,7 +229,7 @@ func encode(p *ports.Person) ([]byte, error) {
 	for _, e := range p.Events {
 		r.Events = append(r.Events, eventRecord{
 			ID: e.ID, Outcome: e.Outcome, ContactID: e.ContactID, At: ms(e.At), Failures: e.Failures,
-			FirstFailure: ms(e.FirstFailure), Reason: e.Reason, ReplayedFrom: e.ReplayedFrom, Unreported: e.Unreported,
+			FirstFailure: ms(e.FirstFailure), Reason: e.Reason, ReplayedFrom: e.ReplayedFrom, CountedBy: e.CountedBy, FailedBy: e.FailedBy,
 		})
 	}
 	return json.Marshal(r)
@@ -252,7 +253,7 @@ func decode(b []byte, p *ports.Person) error {
 	for _, e := range r.Events {
 		p.Events = append(p.Events, ports.EventRecord{
 			ID: e.ID, Outcome: e.Outcome, ContactID: e.ContactID, At: fromMS(e.At), Failures: e.Failures,
-			FirstFailure: fromMS(e.FirstFailure), Reason: e.Reason, ReplayedFrom: e.ReplayedFrom, Unreported: e.Unreported,
+			FirstFailure: fromMS(e.FirstFailure), Reason: e.Reason, ReplayedFrom: e.ReplayedFrom, CountedBy: e.CountedBy, FailedBy: e.FailedBy,
 		})
 	}
 	return nil

@@ -32,7 +32,7 @@ func Ledger(t *testing.T, newLedger func(t *testing.T) (a, b ports.Ledger)) {
 				{ID: "e1", Outcome: domain.OutcomeCreated, ContactID: "c1", At: at},
 				{ID: "e3", Failures: 2, FirstFailure: at, At: at.Add(time.Second), Reason: "transient"},
 				{ID: "e4", Outcome: domain.OutcomeDeadLettered, At: at, Reason: "crm_rejected", ReplayedFrom: "17"},
-				{ID: "e5", Outcome: domain.OutcomeCreated, ContactID: "c1", At: at, Unreported: true},
+				{ID: "e5", Outcome: domain.OutcomeCreated, ContactID: "c1", At: at, CountedBy: "host-1#7", FailedBy: "host-2#3"},
 			},
 		}
 	}
@@ -183,8 +183,8 @@ func describe(p ports.Person) string {
 		s += fmt.Sprintf(" pending={%s %s %d %s}", p.Pending.EventID, p.Pending.Owner, p.Pending.NotAfter.UnixMilli(), p.Pending.ExternalID)
 	}
 	for _, e := range p.Events {
-		s += fmt.Sprintf(" [%s %s %s %d f=%d ff=%d %s %s %v]", e.ID, e.Outcome, e.ContactID, e.At.UnixMilli(), e.Failures,
-			ms(e.FirstFailure), e.Reason, e.ReplayedFrom, e.Unreported)
+		s += fmt.Sprintf(" [%s %s %s %d f=%d ff=%d %s %s %s %s]", e.ID, e.Outcome, e.ContactID, e.At.UnixMilli(), e.Failures,
+			ms(e.FirstFailure), e.Reason, e.ReplayedFrom, e.CountedBy, e.FailedBy)
 	}
 	return s
 }
