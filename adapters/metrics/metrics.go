@@ -143,9 +143,6 @@ func New(version string, opts ...Option) *Metrics {
 		Namespace: namespace, Name: "build_info", Help: "Build information; always 1.",
 	}, []string{"version"})
 	buildInfo.WithLabelValues(version).Set(1)
-	for _, r := range DeadLetterReasons() {
-		m.deadLetters.WithLabelValues(r)
-	}
 	reg.MustRegister(m.events, m.retries, m.processing, m.eventAge, m.ahead, m.unauthorized, m.crmRequests, m.crmDuration, m.crmRemaining, buildInfo,
 		m.deadLetters, m.duplicates, m.pending, m.ackPending, m.reloads, m.generation, m.configInfo, m.dryRun,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -276,12 +273,13 @@ func (m *Metrics) CRMRateLimit(connection string) func(limit, remaining int, res
 	}
 }
 
-// Mux serves /metrics from the registry, /healthz (the process is alive)
+// Mux serves /metrics from the registry (Watermill's per-worker series
+// folded into one per handler, see foldWorkers), /healthz (the process is alive)
 // and /readyz (ready() returns nil: connected, bound, tokens verified, not
 // draining).
 func (m *Metrics) Mux(ready func() error) *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(foldWorkers(m.Registry), promhttp.HandlerOpts{Registry: m.Registry}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})

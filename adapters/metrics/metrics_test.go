@@ -75,18 +75,7 @@ referrer_sync_events_total{action="create_lead",campaign="camp_1",outcome="dupli
 		{"dead letters and duplicates follow outcomes", `
 # HELP referrer_sync_dead_letters_total Messages stored on the dead-letter subject, by reason.
 # TYPE referrer_sync_dead_letters_total counter
-referrer_sync_dead_letters_total{reason="attempts_exhausted"} 0
 referrer_sync_dead_letters_total{reason="crm_rejected"} 1
-referrer_sync_dead_letters_total{reason="deliveries_exhausted"} 0
-referrer_sync_dead_letters_total{reason="invalid_email"} 0
-referrer_sync_dead_letters_total{reason="malformed"} 0
-referrer_sync_dead_letters_total{reason="mapping"} 0
-referrer_sync_dead_letters_total{reason="missing_campaign"} 0
-referrer_sync_dead_letters_total{reason="missing_email"} 0
-referrer_sync_dead_letters_total{reason="missing_id"} 0
-referrer_sync_dead_letters_total{reason="too_large"} 0
-referrer_sync_dead_letters_total{reason="unauthorized"} 0
-referrer_sync_dead_letters_total{reason="wrong_type"} 0
 # HELP referrer_sync_duplicates_absorbed_total Deliveries of events the ledger had already recorded as applied; acknowledged without a CRM call.
 # TYPE referrer_sync_duplicates_absorbed_total counter
 referrer_sync_duplicates_absorbed_total 1

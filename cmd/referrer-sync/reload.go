@@ -34,6 +34,7 @@ type reloader struct {
 	conns   []string     // connections this process has a CRM for
 	svc     *app.Service
 	metrics *metrics.Metrics
+	dryRun  bool // a dry run's metrics count no outcomes (metrics.Init)
 	log     *slog.Logger
 	// checkAttributes warns about mapped custom attributes the CRM
 	// workspace lacks, as start-up does.
@@ -50,7 +51,7 @@ func newReloader(in *instance) *reloader {
 	}
 	slices.Sort(conns)
 	return &reloader{
-		path: in.opt.configPath, running: in.file, conns: conns, svc: in.svc, metrics: in.metrics,
+		path: in.opt.configPath, running: in.file, conns: conns, svc: in.svc, metrics: in.metrics, dryRun: in.opt.dryRun,
 		log: in.log.With("component", "reload"), checkAttributes: in.checkAttributes,
 		last: in.opt.configHash, generation: 1,
 	}
@@ -106,7 +107,9 @@ func (r *reloader) apply(ctx context.Context, state string, b []byte, readErr er
 		return
 	}
 	r.svc.SetCatalog(f.Catalog())
-	r.metrics.Init(metrics.Known{Catalog: f.Catalog()}) // new campaigns' series at 0
+	if !r.dryRun {
+		r.metrics.Init(metrics.Known{Catalog: f.Catalog()}) // new campaigns' series at 0
+	}
 	r.generation++
 	r.metrics.Reload(true)
 	r.metrics.ConfigLoaded(state)

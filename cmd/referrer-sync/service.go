@@ -94,7 +94,9 @@ func start(ctx context.Context, f *config.File, opt options) (in *instance, err 
 	in.setPhase("starting")
 
 	in.metrics = metrics.New(version, metrics.CampaignLabels(f.Metrics.CampaignLabelsEnabled()))
-	in.metrics.Init(metrics.Known{Catalog: f.Catalog()}) // every series alerts read exists at 0
+	if !opt.dryRun {
+		in.metrics.Init(metrics.Known{Catalog: f.Catalog()}) // every series alerts read exists at 0
+	}
 	if opt.configHash != "" {
 		in.metrics.ConfigLoaded(opt.configHash)
 	}
