@@ -374,8 +374,12 @@ func (a *attempt) deadLetterEvent(ctx context.Context, p *ports.Person, reason s
 		return true
 	})
 	if err != nil {
-		s.log.WarnContext(ctx, "recording a dead letter failed; a redelivery dead-letters the event again", "event_id", id, "error", err)
-	} else if rec := eventOf(&q, id); rec.CountedBy != a.token {
+		// Not acknowledged: the redelivery dead-letters it again (a
+		// second, harmless dead letter) and records it.
+		s.log.WarnContext(ctx, "recording a dead letter failed; the message will be redelivered and dead-lettered again", "event_id", id, "error", err)
+		return wait(CauseLedger, fmt.Errorf("record the dead letter: %w", err), 0)
+	}
+	if rec := eventOf(&q, id); rec.CountedBy != a.token {
 		s.log.WarnContext(ctx, "another delivery settled the event while it was being dead-lettered; the dead letter is redundant and its replay a duplicate",
 			"event_id", id, "outcome", rec.Outcome, "reason", reason)
 		return settled(domain.OutcomeDuplicate, rec.ContactID)
