@@ -116,13 +116,26 @@ type Retry struct {
 	MaxDelay     Duration `yaml:"max_delay"`
 }
 
-// Ledger configures the idempotency ledger bucket.
+// Ledger configures the exactly-once ledger.
 type Ledger struct {
-	Bucket   string   `yaml:"bucket"`
-	Replicas int      `yaml:"replicas"`
-	TTL      Duration `yaml:"ttl"`
-	Lease    Duration `yaml:"lease"`
+	Bucket   string `yaml:"bucket"`
+	Replicas int    `yaml:"replicas"`
+	// TTL is how long a person's record is kept after its last write, and
+	// so how late a duplicate or a replay is still recognised. Default 30
+	// days; at least the streams' max age when they have one.
+	TTL Duration `yaml:"ttl"`
+	// Lease bounds one create: it is sent only within the lease of being
+	// recorded as pending, so a crashed sender's person is free again when
+	// it ends. Default 10s; it must leave the delivery time to record the
+	// result (below 90 % of nats.ack_wait, by at least a second).
+	Lease Duration `yaml:"lease"`
 }
+
+// DefaultLease is ledger.lease's default.
+const DefaultLease = 10 * time.Second
+
+// DefaultAckWait is nats.ack_wait's default.
+const DefaultAckWait = 30 * time.Second
 
 // Connection is one CRM connection.
 type Connection struct {
@@ -142,6 +155,11 @@ type Connection struct {
 	// the new contact; an uncertain create of a lead is not repeated within
 	// it. Default 5m (Intercom documents "a few minutes").
 	SearchLag Duration `yaml:"search_lag"`
+	// CommitGrace is how long after its client gave up (a timeout, a
+	// reset) a create may still be applied by the CRM. A create whose
+	// outcome is unknown is not repeated within its lease plus this grace
+	// (plus search_lag when only search can find it). Default 30s.
+	CommitGrace Duration `yaml:"commit_grace"`
 }
 
 // DefaultMarkerAttribute is the marker attribute's default name.
@@ -290,6 +308,7 @@ func (f *File) Validate() error {
 	if f.Retry.InitialDelay < 0 || f.Retry.MaxDelay < 0 {
 		add("retry", "delays must not be negative")
 	}
+	errs = append(errs, f.ledgerProblems()...)
 	if f.Retry.MaxDelay != 0 && f.Retry.InitialDelay > f.Retry.MaxDelay {
 		add("retry.initial_delay", "is longer than retry.max_delay")
 	}
@@ -323,6 +342,9 @@ func (f *File) Validate() error {
 		}
 		if c.SearchLag < 0 {
 			add(p+".search_lag", "must not be negative")
+		}
+		if c.CommitGrace < 0 {
+			add(p+".commit_grace", "must not be negative")
 		}
 		if c.MarkerAttribute != "" && !attrNameRE.MatchString(c.MarkerAttribute) {
 			add(p+".marker_attribute", "%q may contain only letters, digits, '_' and '-'", c.MarkerAttribute)
@@ -416,4 +438,51 @@ func (c Connection) Token() (string, error) {
 		return "", fmt.Errorf("environment variable %s is empty or unset", c.AccessTokenEnv)
 	}
 	return t, nil
+}
+
+// ledgerProblems checks the relations the exactly-once protocol relies on.
+func (f *File) ledgerProblems() []error {
+	var errs []error
+	add := func(path, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+	}
+	ackWait := time.Duration(f.NATS.AckWait)
+	if ackWait == 0 {
+		ackWait = DefaultAckWait
+	}
+	lease := time.Duration(f.Ledger.Lease)
+	switch {
+	case lease < 0:
+		add("ledger.lease", "must not be negative")
+	case lease > 0 && lease < time.Second:
+		add("ledger.lease", "%s is shorter than 1s: a create could not be sent within it", lease)
+	}
+	if lease == 0 {
+		lease = DefaultLease
+	}
+	// A delivery has 90 % of the ack wait; after its create it must still
+	// record the result before the server hands the message to another.
+	if budget := ackWait * 9 / 10; lease > budget-time.Second {
+		add("ledger.lease", "%s leaves no time to record a create's result within a delivery's budget (90%% of nats.ack_wait %s = %s); "+
+			"lower it or raise nats.ack_wait", lease, ackWait, budget)
+	}
+	ttl := time.Duration(f.Ledger.TTL)
+	if ttl < 0 {
+		add("ledger.ttl", "must not be negative")
+	} else if ttl > 0 && ttl < time.Hour {
+		add("ledger.ttl", "%s is shorter than 1h: duplicates arriving later would be applied again", ttl)
+	}
+	if ttl == 0 {
+		ttl = 30 * 24 * time.Hour
+	}
+	for _, s := range []struct {
+		path string
+		age  Duration
+	}{{"nats.stream_max_age", f.NATS.StreamMaxAge}, {"nats.dead_letter_max_age", f.NATS.DeadLetterMaxAge}} {
+		if s.age > 0 && time.Duration(s.age) > ttl {
+			add("ledger.ttl", "%s is shorter than %s (%s): a message still kept there could be replayed after its event is forgotten",
+				ttl, s.path, time.Duration(s.age))
+		}
+	}
+	return errs
 }

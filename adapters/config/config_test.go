@@ -206,3 +206,61 @@ func TestExampleConfigIsValid(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestLedgerInvariants: the relations the exactly-once protocol relies on
+// are checked, each with its path and a way out.
+func TestLedgerInvariants(t *testing.T) {
+	t.Setenv("NATS_URL", "")
+	base := strings.Replace(valid, "  ack_wait: 30s\n", "", 1)
+	tests := []struct {
+		name string
+		add  string // appended to the valid document's nats/ledger settings
+		want []string
+	}{
+		{name: "defaults", want: nil},
+		{name: "a lease that fits the delivery budget", add: "ledger: {lease: 20s}\n", want: nil},
+		{name: "a lease longer than the delivery budget", add: "ledger: {lease: 27s}\n",
+			want: []string{"ledger.lease: 27s leaves no time to record a create's result within a delivery's budget (90% of nats.ack_wait 30s = 27s)"}},
+		{name: "the default lease with a short ack wait", add: "nats_ack_wait: 5s\n",
+			want: []string{"ledger.lease: 10s leaves no time"}},
+		{name: "a lease under a second", add: "ledger: {lease: 500ms}\n", want: []string{"ledger.lease: 500ms is shorter than 1s"}},
+		{name: "a negative lease and ttl", add: "ledger: {lease: -1s, ttl: -1h}\n",
+			want: []string{"ledger.lease: must not be negative", "ledger.ttl: must not be negative"}},
+		{name: "a ttl under an hour", add: "ledger: {ttl: 10m}\n", want: []string{"ledger.ttl: 10m0s is shorter than 1h"}},
+		{name: "a ttl shorter than the streams keep messages", add: "ledger: {ttl: 48h}\nnats_max_age: 72h\n",
+			want: []string{"ledger.ttl: 48h0m0s is shorter than nats.stream_max_age (72h0m0s)", "ledger.ttl: 48h0m0s is shorter than nats.dead_letter_max_age (72h0m0s)"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			doc := base
+			add := tt.add
+			if strings.Contains(add, "nats_ack_wait: 5s\n") {
+				doc = strings.Replace(doc, "  workers: 8\n", "  workers: 8\n  ack_wait: 5s\n", 1)
+				add = strings.Replace(add, "nats_ack_wait: 5s\n", "", 1)
+			}
+			if strings.Contains(add, "nats_max_age: 72h\n") {
+				doc = strings.Replace(doc, "  workers: 8\n", "  workers: 8\n  stream_max_age: 72h\n  dead_letter_max_age: 72h\n", 1)
+				add = strings.Replace(add, "nats_max_age: 72h\n", "", 1)
+			}
+			f, err := config.Parse([]byte(doc + add))
+			if err != nil {
+				t.Fatalf("parse: %v", err)
+			}
+			err = f.Validate()
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatalf("validate: got %v, want no problem", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("validate: got no problem, want %q", tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("validate: want %q in\n%v", w, err)
+				}
+			}
+		})
+	}
+}

@@ -230,16 +230,17 @@ func start(ctx context.Context, f *config.File, opt options) (in *instance, err 
 		}
 	}
 	if in.svc, err = app.New(app.Config{
-		Catalog:     f.Catalog(),
-		CRMs:        crms,
-		Ledger:      led,
-		DeadLetters: dlq,
-		Metrics:     in.metrics,
-		Logger:      log.With("component", "app"),
-		MaxAttempts: maxAttempts,
-		SearchLags:  searchLags(f),
-		Lease:       time.Duration(f.Ledger.Lease),
-		Remember:    time.Duration(f.Ledger.TTL),
+		Catalog:      f.Catalog(),
+		CRMs:         crms,
+		Ledger:       led,
+		DeadLetters:  dlq,
+		Metrics:      in.metrics,
+		Logger:       log.With("component", "app"),
+		MaxAttempts:  maxAttempts,
+		SearchLags:   searchLags(f),
+		CommitGraces: commitGraces(f),
+		Lease:        time.Duration(f.Ledger.Lease),
+		Remember:     time.Duration(f.Ledger.TTL),
 	}); err != nil {
 		return in, err
 	}
@@ -278,6 +279,14 @@ func searchLags(f *config.File) map[string]time.Duration {
 	out := map[string]time.Duration{}
 	for name, c := range f.Connections {
 		out[name] = time.Duration(c.SearchLag)
+	}
+	return out
+}
+
+func commitGraces(f *config.File) map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for name, c := range f.Connections {
+		out[name] = time.Duration(c.CommitGrace)
 	}
 	return out
 }
