@@ -32,15 +32,16 @@ func TestConfigValidate(t *testing.T) {
 			name: "zero values take the defaults",
 			config: func() app.Config {
 				c := full()
-				c.MaxAttempts, c.Lease, c.Remember, c.MaxEvents, c.SearchLags = 0, 0, 0, 0, nil
+				c.MaxAttempts, c.Lease, c.Remember, c.MaxEvents, c.SearchLags, c.CommitGraces = 0, 0, 0, 0, nil, nil
 				return c
 			},
 		},
 		{
-			name: "a zero search lag takes the default",
+			name: "a zero search lag or commit grace takes the default",
 			config: func() app.Config {
 				c := full()
 				c.SearchLags = map[string]time.Duration{"intercom": 0}
+				c.CommitGraces = map[string]time.Duration{"intercom": 0}
 				return c
 			},
 		},
@@ -57,7 +58,8 @@ func TestConfigValidate(t *testing.T) {
 			name: "everything missing or negative, all reported at once",
 			config: func() app.Config {
 				return app.Config{MaxAttempts: -1, Lease: -time.Second, Remember: -time.Hour,
-					SearchLags: map[string]time.Duration{"intercom": -time.Minute}}
+					SearchLags:   map[string]time.Duration{"intercom_eu": -time.Minute, "intercom": -time.Minute},
+					CommitGraces: map[string]time.Duration{"intercom": -time.Second}}
 			},
 			want: []string{
 				"app: Catalog is required",
@@ -68,6 +70,8 @@ func TestConfigValidate(t *testing.T) {
 				"app: Lease -1s is negative",
 				"app: Remember and MaxEvents must not be negative",
 				"app: search lag of connection intercom is negative",
+				"app: search lag of connection intercom_eu is negative",
+				"app: commit grace of connection intercom is negative",
 			},
 		},
 		{
@@ -175,7 +179,8 @@ func TestDefaultMaxAttempts(t *testing.T) {
 }
 
 // TestSearchLags pins how long a lead whose create is pending is waited
-// for after its not-after: the connection's lag, or DefaultSearchLag.
+// for after its not-after: the commit grace, then the connection's search
+// lag, or DefaultSearchLag.
 func TestSearchLags(t *testing.T) {
 	if app.DefaultSearchLag != 5*time.Minute {
 		t.Errorf("DefaultSearchLag: got %v, want 5m (Intercom documents a few minutes)", app.DefaultSearchLag)
@@ -197,14 +202,49 @@ func TestSearchLags(t *testing.T) {
 			cfg.SearchLags = tt.lags
 			svc := h.replica(t, cfg)
 			seedPerson(t, h, ports.Person{Pending: pendingBy("evt-0", now)})
-			checkVerdict(t, svc.Handle(context.Background(), ev{}.msg()), awaitingFor(tt.want))
+			checkVerdict(t, svc.Handle(context.Background(), ev{}.msg()), awaitingFor(grace+tt.want))
 
 			// One moment before the lag has passed, still waiting; then
 			// the lead is created.
-			h.clock.Advance(tt.want - time.Millisecond)
+			h.clock.Advance(grace + tt.want - time.Millisecond)
 			checkVerdict(t, svc.Handle(context.Background(), ev{}.at(2)), awaitingFor(time.Millisecond))
 			h.clock.Advance(time.Millisecond)
 			checkVerdict(t, svc.Handle(context.Background(), ev{}.at(3)), createdC1)
+		})
+	}
+}
+
+// TestCommitGraces pins how long a create with an external id, not found
+// by it, is waited for after its not-after, in case it lands late: the
+// connection's commit grace, or DefaultCommitGrace.
+func TestCommitGraces(t *testing.T) {
+	if app.DefaultCommitGrace != 30*time.Second {
+		t.Errorf("DefaultCommitGrace: got %v, want 30s", app.DefaultCommitGrace)
+	}
+	tests := []struct {
+		name   string
+		graces map[string]time.Duration
+		want   time.Duration
+	}{
+		{name: "unset", want: app.DefaultCommitGrace},
+		{name: "set for the connection", graces: map[string]time.Duration{"intercom": 5 * time.Second}, want: 5 * time.Second},
+		{name: "zero for the connection", graces: map[string]time.Duration{"intercom": 0}, want: app.DefaultCommitGrace},
+		{name: "set for another connection only", graces: map[string]time.Duration{"intercom_eu": time.Second}, want: app.DefaultCommitGrace},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			cfg := h.config()
+			cfg.CommitGraces = tt.graces
+			svc := h.replica(t, cfg)
+			p := pendingBy("evt-0", now)
+			p.ExternalID = "usr_0"
+			seedPerson(t, h, ports.Person{Pending: p})
+			checkVerdict(t, svc.Handle(context.Background(), ev{Campaign: "camp_user"}.msg()), awaitingFor(tt.want))
+			h.clock.Advance(tt.want - time.Millisecond)
+			checkVerdict(t, svc.Handle(context.Background(), ev{Campaign: "camp_user"}.at(2)), awaitingFor(time.Millisecond))
+			h.clock.Advance(time.Millisecond)
+			checkVerdict(t, svc.Handle(context.Background(), ev{Campaign: "camp_user"}.at(3)), createdC1)
 		})
 	}
 }

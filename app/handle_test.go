@@ -360,8 +360,12 @@ func awaitingFor(d time.Duration) app.Verdict {
 	return app.Verdict{Retry: true, Wait: true, Reason: app.CauseAwaitingSearch, Delay: d}
 }
 
-// lease is the default lease the harness runs with.
-const lease = app.DefaultLease
+// lease and grace are the default lease and commit grace the harness runs
+// with.
+const (
+	lease = app.DefaultLease
+	grace = app.DefaultCommitGrace
+)
 
 // handleCase is one TestHandle case: a message, the state before it, and
 // every effect expected of it.
@@ -744,7 +748,7 @@ func TestHandle(t *testing.T) {
 				seedPerson(t, h, ports.Person{Pending: pendingBy("evt-0", now.Add(-time.Minute))})
 			},
 			msg:         ev{}.msg(),
-			want:        awaitingFor(app.DefaultSearchLag - time.Minute),
+			want:        awaitingFor(grace + app.DefaultSearchLag - time.Minute),
 			wantCRM:     []string{"find email:ada@example.com marker:evt-0"},
 			wantRetries: []string{"camp_lead|awaiting_search"},
 			wantLedger:  adaRec + " pending=evt-0@09:59:05", // a wait is not a failure
@@ -756,7 +760,7 @@ func TestHandle(t *testing.T) {
 				h.crm.Seed(domain.Match{ID: "l9", Role: domain.RoleLead, Email: ada})
 			},
 			msg:         ev{}.msg(),
-			want:        awaitingFor(app.DefaultSearchLag - time.Minute),
+			want:        awaitingFor(grace + app.DefaultSearchLag - time.Minute),
 			wantCRM:     []string{"find email:ada@example.com marker:evt-0"},
 			wantRetries: []string{"camp_lead|awaiting_search"},
 			wantLedger:  adaRec + " pending=evt-0@09:59:05",
@@ -764,7 +768,7 @@ func TestHandle(t *testing.T) {
 		{
 			name: "a pending lead create not found after not-after plus search lag is dropped: this event creates, logged with both ids",
 			setup: func(t *testing.T, h *harness) {
-				seedPerson(t, h, ports.Person{Pending: pendingBy("evt-0", now.Add(-app.DefaultSearchLag))})
+				seedPerson(t, h, ports.Person{Pending: pendingBy("evt-0", now.Add(-grace-app.DefaultSearchLag))})
 			},
 			msg:          ev{}.msg(),
 			want:         createdC1,
@@ -779,9 +783,9 @@ func TestHandle(t *testing.T) {
 			},
 		},
 		{
-			name: "a pending user create with an external id the CRM does not have is proven absent at once",
+			name: "a pending user create with an external id the CRM does not have is proven absent once its commit grace passed",
 			setup: func(t *testing.T, h *harness) {
-				p := pendingBy("evt-0", now.Add(-time.Millisecond))
+				p := pendingBy("evt-0", now.Add(-grace))
 				p.ExternalID = "usr_0"
 				seedPerson(t, h, ports.Person{Pending: p})
 			},
@@ -797,10 +801,23 @@ func TestHandle(t *testing.T) {
 			},
 		},
 		{
+			name: "a pending user create with an external id not found within its commit grace: wait for a late commit",
+			setup: func(t *testing.T, h *harness) {
+				p := pendingBy("evt-0", now.Add(-time.Second))
+				p.ExternalID = "usr_0"
+				seedPerson(t, h, ports.Person{Pending: p})
+			},
+			msg:         ev{Campaign: "camp_user"}.msg(),
+			want:        awaitingFor(grace - time.Second),
+			wantCRM:     []string{"find email:ada@example.com xid:usr_0 marker:evt-0"},
+			wantRetries: []string{"camp_user|awaiting_search"},
+			wantLedger:  adaRec + " pending=evt-0@10:00:04/xid=usr_0",
+		},
+		{
 			name:        "a pending create without an external id holds back a user event until the search lag passes",
 			setup:       func(t *testing.T, h *harness) { seedPerson(t, h, ports.Person{Pending: pendingBy("evt-0", now)}) },
 			msg:         ev{Campaign: "camp_user_email"}.msg(),
-			want:        awaitingFor(app.DefaultSearchLag),
+			want:        awaitingFor(grace + app.DefaultSearchLag),
 			wantCRM:     []string{"find email:ada@example.com marker:evt-0"},
 			wantRetries: []string{"camp_user_email|awaiting_search"},
 			wantLedger:  adaRec + " pending=evt-0@10:00:05",
@@ -1068,17 +1085,17 @@ func TestHandle(t *testing.T) {
 			},
 		},
 		{
-			name: "a failure to record a dead letter still dead-letters, logged",
+			name: "a dead letter whose record cannot be written is a wait, not counted: the redelivery dead-letters it again",
 			setup: func(t *testing.T, h *harness) {
 				faults(h).on("create", 0, memory.Fault{Err: crmErr(ports.Permanent)})
 				failLedger(h, "put", 2, 3, 4, 5, 6, 7, 8, 9, 10)
 			},
-			msg:          ev{}.msg(),
-			want:         deadReject,
-			wantCRM:      []string{"find email:ada@example.com", "create lead ada@example.com"},
-			wantOutcomes: []string{"camp_lead|create_lead|dead_lettered|crm_rejected"},
-			wantDead:     []string{app.ReasonCRMRejected},
-			wantLedger:   adaRec + " pending=evt-1@10:00:15",
+			msg:         ev{}.msg(),
+			want:        waitLedger,
+			wantCRM:     []string{"find email:ada@example.com", "create lead ada@example.com"},
+			wantRetries: []string{"camp_lead|ledger"},
+			wantDead:    []string{app.ReasonCRMRejected},
+			wantLedger:  adaRec + " pending=evt-1@10:00:15",
 			check: func(t *testing.T, h *harness, _ app.Verdict) {
 				logged(t, h, "recording a dead letter failed", "WARN", map[string]any{"event_id": "evt-1"})
 			},
@@ -1396,7 +1413,7 @@ func TestRedeliveries(t *testing.T) {
 			},
 			steps: []step{
 				{msg: ev{}.msg(), want: retryTrans, wantCRM: []string{findAda, createLead}},
-				{before: advance(time.Minute), msg: ev{}.at(2), want: awaitingFor(app.DefaultSearchLag - time.Minute + lease),
+				{before: advance(time.Minute), msg: ev{}.at(2), want: awaitingFor(app.DefaultSearchLag - time.Minute + lease + grace),
 					wantCRM: []string{findAdaMarked}, check: ledgerIs(pendingEvt1)},
 				{before: advance(time.Minute), msg: ev{}.at(3), want: createdC1, wantCRM: []string{findAdaMarked}},
 			},
@@ -1410,20 +1427,20 @@ func TestRedeliveries(t *testing.T) {
 				h.crm.SearchLag = time.Minute
 				// It lands 4m05s after it was sent and is searchable a
 				// minute later, at 10:05:10: after the search lag counted
-				// from when it was sent (10:05:05), before the lag
-				// counted from its not-after (10:05:15).
+				// from when it was sent (10:05:05), before the commit
+				// grace and the lag counted from its not-after (10:05:45).
 				faults(h).on("create", 1, memory.Fault{CommitAfter: 4*time.Minute + 5*time.Second})
 			},
 			steps: []step{
 				{msg: ev{}.msg(), want: retryTrans, wantCRM: []string{findAda, createLead}},
-				{before: advance(2 * time.Minute), msg: ev{}.at(2), want: awaitingFor(3*time.Minute + lease), wantCRM: []string{findAdaMarked}},
-				{before: advance(3 * time.Minute), msg: ev{}.at(3), want: awaitingFor(lease), wantCRM: []string{findAdaMarked},
+				{before: advance(2 * time.Minute), msg: ev{}.at(2), want: awaitingFor(3*time.Minute + lease + grace), wantCRM: []string{findAdaMarked}},
+				{before: advance(3 * time.Minute), msg: ev{}.at(3), want: awaitingFor(lease + grace), wantCRM: []string{findAdaMarked},
 					check: func(t *testing.T, h *harness) {
 						if got := contactsOf(h.crm); len(got) != 1 {
 							t.Errorf("contacts: got %q, want the late create landed", got)
 						}
 					}},
-				{before: advance(lease), msg: ev{}.at(4), want: createdC1, wantCRM: []string{findAdaMarked}},
+				{before: advance(lease + grace), msg: ev{}.at(4), want: createdC1, wantCRM: []string{findAdaMarked}},
 			},
 			wantContacts: []string{leadC1},
 			wantLedger:   createdEvt1,
@@ -1434,7 +1451,7 @@ func TestRedeliveries(t *testing.T) {
 			setup: func(t *testing.T, h *harness) { faults(h).on("create", 1, memory.Fault{Err: lostErr}) },
 			steps: []step{
 				{msg: ev{}.msg(), want: retryTrans, wantCRM: []string{findAda, createLead}},
-				{before: advance(lease + app.DefaultSearchLag - time.Millisecond), msg: ev{}.at(2), want: awaitingFor(time.Millisecond),
+				{before: advance(lease + grace + app.DefaultSearchLag - time.Millisecond), msg: ev{}.at(2), want: awaitingFor(time.Millisecond),
 					wantCRM: []string{findAdaMarked}},
 				{before: advance(time.Millisecond), msg: ev{}.at(3), want: createdC1, wantCRM: []string{findAdaMarked, createLead},
 					check: func(t *testing.T, h *harness) {
@@ -1453,7 +1470,7 @@ func TestRedeliveries(t *testing.T) {
 			},
 			steps: []step{
 				{msg: ev{Campaign: "camp_user_email"}.msg(), want: retryTrans, wantCRM: []string{findAda, createUser}},
-				{before: advance(lease), msg: ev{Campaign: "camp_user_email"}.at(2), want: awaitingFor(app.DefaultSearchLag),
+				{before: advance(lease), msg: ev{Campaign: "camp_user_email"}.at(2), want: awaitingFor(grace + app.DefaultSearchLag),
 					wantCRM: []string{findAdaMarked}},
 				{before: advance(2 * time.Minute), msg: ev{Campaign: "camp_user_email"}.at(3), want: createdC1, wantCRM: []string{findAdaMarked}},
 			},
@@ -1477,11 +1494,13 @@ func TestRedeliveries(t *testing.T) {
 			wantOutcomes: []string{"camp_user|create_user|created"},
 		},
 		{
-			name:  "a user with an external id whose create was not applied is created again as soon as its not-after passed",
+			name:  "a user with an external id whose create was not applied is created again once its commit grace passed",
 			setup: func(t *testing.T, h *harness) { faults(h).on("create", 1, memory.Fault{Err: lostErr}) },
 			steps: []step{
 				{msg: ev{Campaign: "camp_user"}.msg(), want: retryTrans, wantCRM: []string{"find email:ada@example.com xid:usr_8812", createUser}},
-				{before: advance(lease), msg: ev{Campaign: "camp_user"}.at(2), want: createdC1,
+				{before: advance(lease), msg: ev{Campaign: "camp_user"}.at(2), want: awaitingFor(grace),
+					wantCRM: []string{"find email:ada@example.com xid:usr_8812 marker:evt-1"}},
+				{before: advance(grace), msg: ev{Campaign: "camp_user"}.at(3), want: createdC1,
 					wantCRM: []string{"find email:ada@example.com xid:usr_8812 marker:evt-1", createUser}},
 			},
 			wantContacts: []string{"c1 user ada@example.com xid=usr_8812 marker=evt-1"},
@@ -1509,7 +1528,7 @@ func TestRedeliveries(t *testing.T) {
 			setup: func(t *testing.T, h *harness) { faults(h).on("create", 1, memory.Fault{Err: lostErr}) },
 			steps: []step{
 				{msg: ev{Campaign: "camp_user"}.msg(), want: retryTrans, wantCRM: []string{"find email:ada@example.com xid:usr_8812", createUser}},
-				{before: advance(lease), msg: ev{ID: "evt-2", Campaign: "camp_user"}.msg(), want: createdC1,
+				{before: advance(lease + grace), msg: ev{ID: "evt-2", Campaign: "camp_user"}.msg(), want: createdC1,
 					wantCRM: []string{"find email:ada@example.com xid:usr_8812 marker:evt-1", createUser}},
 				{msg: ev{Campaign: "camp_user"}.at(2), want: app.Verdict{Outcome: domain.OutcomeUpdated, ContactID: "c1"},
 					wantCRM: []string{"update c1"}},
@@ -1615,12 +1634,13 @@ func TestRedeliveries(t *testing.T) {
 			name:  "waiting for search is not a failure",
 			setup: func(t *testing.T, h *harness) { seedPerson(t, h, ports.Person{Pending: pendingBy("evt-0", now)}) },
 			steps: []step{
-				{msg: ev{}.at(1), want: awaitingFor(5 * time.Minute), wantCRM: []string{findEvt0}},
-				{before: advance(time.Minute), msg: ev{}.at(2), want: awaitingFor(4 * time.Minute), wantCRM: []string{findEvt0}},
-				{before: advance(time.Minute), msg: ev{}.at(3), want: awaitingFor(3 * time.Minute), wantCRM: []string{findEvt0}},
-				{before: advance(time.Minute), msg: ev{}.at(4), want: awaitingFor(2 * time.Minute), wantCRM: []string{findEvt0},
+				{msg: ev{}.at(1), want: awaitingFor(grace + 5*time.Minute), wantCRM: []string{findEvt0}},
+				{before: advance(time.Minute), msg: ev{}.at(2), want: awaitingFor(grace + 4*time.Minute), wantCRM: []string{findEvt0}},
+				{before: advance(time.Minute), msg: ev{}.at(3), want: awaitingFor(grace + 3*time.Minute), wantCRM: []string{findEvt0}},
+				{before: advance(time.Minute), msg: ev{}.at(4), want: awaitingFor(grace + 2*time.Minute), wantCRM: []string{findEvt0},
 					check: ledgerIs(adaRec + " pending=evt-0@10:00:05")},
-				{before: advance(2 * time.Minute), msg: ev{}.at(5), want: createdC1, wantCRM: []string{findEvt0, createLead}},
+				{before: advance(2 * time.Minute), msg: ev{}.at(5), want: awaitingFor(grace), wantCRM: []string{findEvt0}},
+				{before: advance(grace), msg: ev{}.at(6), want: createdC1, wantCRM: []string{findEvt0, createLead}},
 			},
 			wantContacts: []string{leadC1},
 			wantLedger:   evt1C1,
@@ -1665,22 +1685,22 @@ func TestRedeliveries(t *testing.T) {
 			wantDead: []string{app.ReasonCRMRejected, app.ReasonCRMRejected},
 		},
 		{
-			name:  "a dead letter that could not be recorded is dead-lettered again by the redelivery, never applied",
+			name:  "a dead letter that could not be recorded is dead-lettered again by the redelivery and counted once, never applied",
 			setup: func(t *testing.T, h *harness) { faults(h).on("create", 0, memory.Fault{Err: crmErr(ports.Permanent)}) },
 			steps: []step{
 				{before: func(t *testing.T, h *harness) { failLedger(h, "put", 2, 3, 4, 5, 6, 7, 8, 9) },
-					msg: ev{}.msg(), want: deadReject, wantCRM: []string{findAda, createLead}},
+					msg: ev{}.msg(), want: waitLedger, wantCRM: []string{findAda, createLead}},
 				// Its pending create is still recorded: resolved like any
 				// other (a lead's, after the search lag), and the create
 				// is refused again.
 				{before: func(t *testing.T, h *harness) { h.ledger.Fault = nil; h.clock.Advance(lease) },
-					msg: ev{}.at(2), want: awaitingFor(app.DefaultSearchLag), wantCRM: []string{findAdaMarked}},
-				{before: advance(app.DefaultSearchLag), msg: ev{}.at(3), want: deadReject, wantCRM: []string{findAdaMarked, createLead},
+					msg: ev{}.at(2), want: awaitingFor(grace + app.DefaultSearchLag), wantCRM: []string{findAdaMarked}},
+				{before: advance(grace + app.DefaultSearchLag), msg: ev{}.at(3), want: deadReject, wantCRM: []string{findAdaMarked, createLead},
 					check: ledgerIs(adaRec + " | evt-1 dead_lettered reason=crm_rejected")},
 			},
 			wantContacts: []string{},
 			wantLedger:   adaRec + " | evt-1 dead_lettered reason=crm_rejected",
-			wantOutcomes: []string{"camp_lead|create_lead|dead_lettered|crm_rejected", "camp_lead|create_lead|dead_lettered|crm_rejected"},
+			wantOutcomes: []string{"camp_lead|create_lead|dead_lettered|crm_rejected"},
 			wantDead:     []string{app.ReasonCRMRejected, app.ReasonCRMRejected},
 		},
 		{
@@ -1705,7 +1725,7 @@ func TestRedeliveries(t *testing.T) {
 			},
 			steps: []step{
 				{msg: ev{Campaign: "camp_user"}.msg(), want: retryTrans, wantCRM: []string{"find email:ada@example.com xid:usr_8812", createUser}},
-				{before: advance(lease), msg: ev{Campaign: "camp_user"}.at(2), want: deadExhaust,
+				{before: advance(lease + grace), msg: ev{Campaign: "camp_user"}.at(2), want: deadExhaust,
 					wantCRM: []string{"find email:ada@example.com xid:usr_8812 marker:evt-1"}},
 			},
 			wantContacts: []string{},
