@@ -1414,7 +1414,8 @@ func TestAlertAndDashboardMetricsExist(t *testing.T) {
 	}
 	h.publish(event("dep-2", "users_skip", "usr_2", "Grace", "grace@example.com"), "")
 	deadline := time.Now().Add(30 * time.Second)
-	for !isExposed(scrapeFamilies(t, h.in.addr()), "referrer_sync_retries_total") {
+	// retries_total exists at 0 from start-up: wait for a counted retry.
+	for v, _ := metricValue(opsScrape(t, h.in.addr()), "referrer_sync_retries_total", nil); v == 0; v, _ = metricValue(opsScrape(t, h.in.addr()), "referrer_sync_retries_total", nil) {
 		if time.Now().After(deadline) {
 			t.Fatal("no retry within 30s")
 		}

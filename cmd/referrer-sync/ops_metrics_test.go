@@ -288,14 +288,21 @@ metrics: {consumer_poll_interval: 200ms}
 }
 
 // TestCampaignLabelsOff: with metrics.campaign_labels false, no campaign
-// id reaches a label.
+// id reaches a label, the zero series of metrics.Init included.
 func TestCampaignLabelsOff(t *testing.T) {
 	h := newHarness(t, emulator.Config{}, "metrics: {campaign_labels: false}\n")
 	h.publish(event("l1", "leads_update", "usr_1", "Ada", "ada@example.com"), "")
 	h.publish(event("l2", "winter_sale", "usr_2", "Bob", "bob@example.com"), "")
 	h.settled(2)
 	mfs := opsScrape(t, h.in.addr())
-	got := seriesOf(mfs, "referrer_sync_events_total")
+	for _, name := range []string{"referrer_sync_events_total", "referrer_sync_retries_total"} {
+		for _, s := range seriesOf(mfs, name) {
+			if !strings.Contains(s, "campaign=_all,") {
+				t.Errorf("%s: %s, want campaign=_all", name, s)
+			}
+		}
+	}
+	got := slices.DeleteFunc(seriesOf(mfs, "referrer_sync_events_total"), isZeroSeries)
 	want := []string{
 		"action=,campaign=_all,outcome=unconfigured,reason= 1",
 		"action=create_lead,campaign=_all,outcome=created,reason= 1",
