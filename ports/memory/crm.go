@@ -20,8 +20,10 @@ import (
 //   - Find matches by external id at once (a consistent lookup) and by
 //     email and marker only SearchLag after the contact was stored, as
 //     Intercom's search lags behind writes;
-//   - a create is never sent once its context's deadline has passed (the
-//     adapter contract the exactly-once protocol relies on);
+//   - a create is never sent once its context's deadline has passed by
+//     Now (the adapter contract the exactly-once protocol relies on) or
+//     its context is cancelled; a find or update is never sent once its
+//     context is done;
 //   - Update of an unknown contact is NotFound and never changes a
 //     contact's role.
 //
@@ -151,10 +153,14 @@ func (m *CRM) call(c Call) {
 func (m *CRM) Find(ctx context.Context, who domain.Identity) ([]domain.Match, error) {
 	now := m.now()
 	c := Call{Op: "find", Who: who, At: now}
-	m.call(c)
 	if err := ctx.Err(); err != nil {
-		return nil, &ports.Error{Op: "search", Kind: ports.Transient, Err: err}
+		return nil, &ports.Error{Op: "search", Kind: ports.Transient, Err: err} // never sent
 	}
+	if who.Email == "" && who.ExternalID == "" && who.Marker == "" {
+		// An empty answer would invite a blind create.
+		return nil, &ports.Error{Op: "search", Kind: ports.Permanent, Message: "identity has neither email, external id nor marker"}
+	}
+	m.call(c)
 	if f := m.fault(c); f.Err != nil {
 		return nil, f.Err
 	}
@@ -178,10 +184,16 @@ func (m *CRM) Find(ctx context.Context, who domain.Identity) ([]domain.Match, er
 func (m *CRM) Create(ctx context.Context, c domain.Contact) (ports.Created, error) {
 	now := m.now()
 	call := Call{Op: "create", Contact: c, At: now}
+	// Deadlines are judged by the CRM's clock, Now, so that a simulation's
+	// clock governs them; a cancellation stops the create whatever the
+	// clock says.
 	if d, ok := ctx.Deadline(); ok && !now.Before(d) {
 		// Never sent: the deadline has passed.
 		return ports.Created{}, &ports.Error{Op: "create", Kind: ports.Transient, Message: "deadline passed; request not sent",
 			Err: context.DeadlineExceeded}
+	}
+	if err := ctx.Err(); errors.Is(err, context.Canceled) {
+		return ports.Created{}, &ports.Error{Op: "create", Kind: ports.Transient, Message: "cancelled; request not sent", Err: err}
 	}
 	m.call(call)
 	f := m.fault(call)
@@ -206,10 +218,10 @@ func (m *CRM) Create(ctx context.Context, c domain.Contact) (ports.Created, erro
 func (m *CRM) Update(ctx context.Context, id string, c domain.Contact) error {
 	now := m.now()
 	call := Call{Op: "update", ID: id, Contact: c, At: now}
-	m.call(call)
 	if err := ctx.Err(); err != nil {
-		return &ports.Error{Op: "update", Kind: ports.Transient, Err: err}
+		return &ports.Error{Op: "update", Kind: ports.Transient, Err: err} // never sent
 	}
+	m.call(call)
 	if f := m.fault(call); f.Err != nil {
 		return f.Err
 	}

@@ -1,8 +1,12 @@
 package memory_test
 
 import (
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/referrer-sync/referrer-sync/domain"
 	"github.com/referrer-sync/referrer-sync/ports"
 	"github.com/referrer-sync/referrer-sync/ports/conformance"
 	"github.com/referrer-sync/referrer-sync/ports/memory"
@@ -12,5 +16,99 @@ func TestLedgerConformance(t *testing.T) {
 	conformance.Ledger(t, func(*testing.T) (ports.Ledger, ports.Ledger) {
 		l := memory.NewLedger()
 		return l, l
+	})
+}
+
+// memCRM is the CRM behind an in-memory harness: a clock of its own, and
+// the faults the suite injects, which memory.CRM takes through its Fault
+// hook. It models a CRM with one custom field and a ten-second rate-limit
+// window.
+type memCRM struct {
+	mu       sync.Mutex
+	now      time.Time
+	faults   map[string]conformance.Fault // by memory.Call.Op
+	spentTil time.Time
+}
+
+const (
+	memKnownField   = "referral_link"
+	memUnknownField = "no_such_field"
+)
+
+func (m *memCRM) clock() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.now
+}
+
+func (m *memCRM) fault(c memory.Call) memory.Fault {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	op := c.Op
+	if c.Op == "update-response" {
+		op = "update"
+	}
+	if m.now.Before(m.spentTil) && c.Op != "update-response" {
+		return memory.Fault{Err: &ports.Error{Op: op, Kind: ports.RateLimited, Status: 429, RetryAfter: m.spentTil.Sub(m.now)}}
+	}
+	if _, bad := c.Contact.Custom[memUnknownField]; bad && c.Op != "update-response" {
+		return memory.Fault{Err: &ports.Error{Op: op, Kind: ports.Permanent, Status: 400, Message: "unknown custom field " + memUnknownField}}
+	}
+	switch f := m.faults[op]; {
+	case f == conformance.ServerError && c.Op != "update-response":
+		return memory.Fault{Err: &ports.Error{Op: op, Kind: ports.Transient, Status: 503, Uncertain: op != "find"}}
+	case f == conformance.LostResponse && c.Op != "update":
+		return memory.Fault{LoseResponse: true}
+	}
+	return memory.Fault{}
+}
+
+func TestCRMConformance(t *testing.T) {
+	conformance.CRM(t, func(t *testing.T) conformance.CRMHarness {
+		m := &memCRM{now: time.Date(2026, 9, 1, 12, 0, 0, 0, time.UTC), faults: map[string]conformance.Fault{}}
+		crm := &memory.CRM{Now: m.clock, SearchLag: time.Minute, Fault: m.fault}
+		refused := &memory.CRM{Now: m.clock, Fault: func(c memory.Call) memory.Fault {
+			return memory.Fault{Err: &ports.Error{Op: c.Op, Kind: ports.Unauthorized, Status: 401}}
+		}}
+		return conformance.CRMHarness{
+			CRM:       crm,
+			Refused:   refused,
+			Caps:      conformance.CRMCaps{UniqueEmail: false, ExternalIDs: true, Paces: false},
+			SearchLag: crm.SearchLag,
+			Now:       m.clock,
+			Advance: func(d time.Duration) {
+				m.mu.Lock()
+				defer m.mu.Unlock()
+				m.now = m.now.Add(d)
+			},
+			Inject: func(op conformance.Op, f conformance.Fault) {
+				m.mu.Lock()
+				defer m.mu.Unlock()
+				m.faults[string(op)] = f
+			},
+			Clear: func() {
+				m.mu.Lock()
+				defer m.mu.Unlock()
+				clear(m.faults)
+			},
+			SpendBudget: func() {
+				m.mu.Lock()
+				defer m.mu.Unlock()
+				m.spentTil = m.now.Truncate(10 * time.Second).Add(10 * time.Second)
+			},
+			Delete:   crm.Delete,
+			Requests: func() int { return len(crm.Calls()) },
+			Stored: func(email string) []domain.Match {
+				var out []domain.Match
+				for _, c := range crm.Contacts() {
+					if strings.EqualFold(c.Email, email) {
+						out = append(out, c.Match)
+					}
+				}
+				return out
+			},
+			KnownField:   memKnownField,
+			UnknownField: memUnknownField,
+		}
 	})
 }

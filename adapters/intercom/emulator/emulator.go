@@ -395,6 +395,26 @@ func (s *Server) Contacts(token string) []Contact {
 	return ws.snapshot()
 }
 
+// Delete removes a contact, as a deletion or a merge in Intercom would:
+// later reads, searches and updates no longer find it. It reports whether
+// the contact existed.
+func (s *Server) Delete(token, id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ws := s.tokens[token]
+	if ws == nil {
+		return false
+	}
+	c := ws.byID[id]
+	if c == nil {
+		return false
+	}
+	ws.unindex(c)
+	delete(ws.byID, id)
+	ws.contacts = slices.DeleteFunc(ws.contacts, func(x *Contact) bool { return x == c })
+	return true
+}
+
 // Requests returns a copy of the request log, oldest first. Only the latest
 // 100,000 requests are kept.
 func (s *Server) Requests() []Request {
