@@ -131,8 +131,22 @@ type Ledger struct {
 	Lease Duration `yaml:"lease"`
 }
 
-// DefaultLease is ledger.lease's default.
+// DefaultLease is ledger.lease's default, when nats.ack_wait leaves room
+// for it (see LeaseOrDefault).
 const DefaultLease = 10 * time.Second
+
+// LeaseOrDefault is ledger.lease with its default applied: 10s, or less
+// than half the ack wait when that is short, so a create's result can
+// always be recorded within its delivery.
+func (l Ledger) LeaseOrDefault(ackWait time.Duration) time.Duration {
+	if l.Lease > 0 {
+		return time.Duration(l.Lease)
+	}
+	if ackWait <= 0 {
+		ackWait = DefaultAckWait
+	}
+	return max(time.Second, min(DefaultLease, ackWait*45/100))
+}
 
 // DefaultAckWait is nats.ack_wait's default.
 const DefaultAckWait = 30 * time.Second
@@ -457,12 +471,9 @@ func (f *File) ledgerProblems() []error {
 	case lease > 0 && lease < time.Second:
 		add("ledger.lease", "%s is shorter than 1s: a create could not be sent within it", lease)
 	}
-	if lease == 0 {
-		lease = DefaultLease
-	}
 	// A delivery has 90 % of the ack wait; after its create it must still
 	// record the result before the server hands the message to another.
-	if budget := ackWait * 9 / 10; lease > budget-time.Second {
+	if budget := ackWait * 9 / 10; lease > 0 && lease > budget-time.Second {
 		add("ledger.lease", "%s leaves no time to record a create's result within a delivery's budget (90%% of nats.ack_wait %s = %s); "+
 			"lower it or raise nats.ack_wait", lease, ackWait, budget)
 	}

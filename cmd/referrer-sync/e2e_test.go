@@ -158,6 +158,7 @@ connections:
     type: intercom
     base_url: %q
     access_token_env: %s
+    commit_grace: 1s
 %s
 %s`, t.TempDir(), hs.URL, testTokenEnv, e2eCampaigns, extraYAML)
 	f, err := config.Parse([]byte(doc))

@@ -123,7 +123,7 @@ nats:
 http:
   listen: 127.0.0.1:%d
 retry: {max_attempts: 25, initial_delay: 200ms, max_delay: 2s}
-ledger: {lease: 10s}
+ledger: {lease: 3s}
 connections:
   main:
     type: intercom

@@ -137,7 +137,7 @@ metrics: {consumer_poll_interval: 200ms}
 reload: {poll_interval: 200ms}
 retry: {max_attempts: 3, initial_delay: 100ms, max_delay: 500ms}
 connections:
-  main: {type: intercom, base_url: %q, access_token_env: %s, timeout: 5s}
+  main: {type: intercom, base_url: %q, access_token_env: %s, timeout: 5s, commit_grace: 1s}
 %s%s`, e.srv.URL(), e.emuURL, testTokenEnv, e2eCampaigns, extraCampaigns)
 }
 

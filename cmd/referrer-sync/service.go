@@ -239,7 +239,7 @@ func start(ctx context.Context, f *config.File, opt options) (in *instance, err 
 		MaxAttempts:  maxAttempts,
 		SearchLags:   searchLags(f),
 		CommitGraces: commitGraces(f),
-		Lease:        time.Duration(f.Ledger.Lease),
+		Lease:        f.Ledger.LeaseOrDefault(time.Duration(f.NATS.AckWait)),
 		Remember:     time.Duration(f.Ledger.TTL),
 	}); err != nil {
 		return in, err
