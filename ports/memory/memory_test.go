@@ -1,8 +1,10 @@
 package memory_test
 
 import (
+	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -109,6 +111,24 @@ func TestCRMConformance(t *testing.T) {
 			},
 			KnownField:   memKnownField,
 			UnknownField: memUnknownField,
+		}
+	})
+}
+
+func TestDeadLettersConformance(t *testing.T) {
+	conformance.DeadLetters(t, func(*testing.T) conformance.DeadLettersHarness {
+		d := &memory.DeadLetters{}
+		var broken atomic.Bool
+		d.Fault = func(ports.DeadLetter) error {
+			if broken.Load() {
+				return errors.New("store unavailable")
+			}
+			return nil
+		}
+		return conformance.DeadLettersHarness{
+			DeadLetters: d,
+			Stored:      func(*testing.T) []ports.DeadLetter { return d.Letters() },
+			Break:       func() { broken.Store(true) },
 		}
 	})
 }
