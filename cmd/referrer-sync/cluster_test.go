@@ -33,8 +33,9 @@ var clusterScale = faultScale{replicas: 3, people: 150, minEvents: 260, dupRate:
 
 // clusterReplicaConfig is one replica's configuration on the cluster:
 // stream, dead-letter stream and ledger at 3 replicas. Timing keeps the
-// defaults except ack_wait, so that a delivery whose acknowledgement died
-// with a node comes back within the test's minute.
+// defaults except ack_wait (15s instead of 30s), so that a delivery whose
+// acknowledgement died with a node comes back within the test's minute;
+// the ledger's lease keeps its default, which fits that ack wait.
 func clusterReplicaConfig(natsURLs, emulatorURL string, port int) string {
 	return fmt.Sprintf(`
 log: {level: info, format: json}
@@ -42,7 +43,7 @@ nats:
   url: %q
   replicas: 3
   workers: 4
-  ack_wait: 5s
+  ack_wait: 15s
 http:
   listen: 127.0.0.1:%d
 ledger: {replicas: 3}

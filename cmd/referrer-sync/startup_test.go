@@ -36,7 +36,7 @@ log: {level: info, format: json}
 nats:
   url: %q
   workers: 2
-  ack_wait: 5s
+  ack_wait: 15s
   drain_timeout: 5s
 http: {listen: %q}
 retry: {max_attempts: 3, initial_delay: 100ms, max_delay: 500ms}
