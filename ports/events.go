@@ -28,6 +28,23 @@ type DeadLetter struct {
 
 // DeadLetters stores messages that can never be processed, so nothing is
 // lost and an operator can inspect and replay them.
+//
+// Contract (ports/conformance.DeadLetters checks it against the in-memory
+// store and the JetStream one):
+//   - A nil error from DeadLetter means the dead letter is stored, as
+//     durably as the store keeps anything: the caller then acknowledges the
+//     original, which is gone from the event stream after that. Any error
+//     means it may not be stored; the caller must not acknowledge the
+//     original, which is delivered again and dead-lettered again.
+//   - What is stored reads back whole: the body, the headers exactly as
+//     given (names in their case, every value in order), and every other
+//     field.
+//   - A repeat for one original message (the same Subject and Sequence)
+//     succeeds. A store should keep it once (the JetStream one does,
+//     within its duplicate window); readers take repeats as one.
+//   - ctx bounds the call: a done ctx fails it with an error, and what was
+//     cut off in flight may or may not be stored.
+//   - Implementations are safe for concurrent use.
 type DeadLetters interface {
 	DeadLetter(ctx context.Context, d DeadLetter) error
 }
