@@ -102,6 +102,16 @@ func (a *attempt) step(ctx context.Context, p *ports.Person) (Verdict, error) {
 			// An operator replayed the dead letter: the event starts
 			// afresh. Only a replay re-arms a dead-lettered event.
 			s.log.InfoContext(ctx, "a replayed dead letter re-arms its event", "event_id", id, "replayed_from", replay)
+			if r.ContactID != "" {
+				// Its create was found applied after it was dead-lettered.
+				q := eventOf(p, id)
+				q.Outcome, q.ContactID, q.CountedBy, q.ReplayedFrom, q.Reason = domain.OutcomeCreated, r.ContactID, a.token, replay, ""
+				setEvent(p, q)
+				if err := s.write(ctx, p, a.counted); err != nil {
+					return Verdict{}, err
+				}
+				return settled(domain.OutcomeCreated, r.ContactID), nil
+			}
 			r = ports.EventRecord{ID: id, ReplayedFrom: replay}
 			setEvent(p, r)
 		default:
@@ -363,7 +373,12 @@ func (a *attempt) deadLetterEvent(ctx context.Context, p *ports.Person, reason s
 	s, id := a.s, a.ev.ID
 	r := eventOf(p, id)
 	d := s.deadLetterOf(a.msg, a.ev, reason, cause, r.FirstFailure)
-	if err := s.dlq.DeadLetter(ctx, d); err != nil {
+	err := s.dlq.DeadLetter(ctx, d)
+	for try := 1; err != nil && a.msg.LastDelivery && try < 3; try++ {
+		// The server will not deliver the message again: try harder.
+		err = s.dlq.DeadLetter(ctx, d)
+	}
+	if err != nil {
 		return s.deadLetterFailed(ctx, a.msg, a.ev, a.label, reason, err)
 	}
 	q, err := s.commit(ctx, p, func(q *ports.Person) bool {
@@ -373,13 +388,16 @@ func (a *attempt) deadLetterEvent(ctx context.Context, p *ports.Person, reason s
 		settleEvent(q, id, domain.OutcomeDeadLettered, "", reason, a.token, s.cfg.Now())
 		return true
 	})
-	if err != nil {
+	if err != nil && a.msg.LastDelivery {
+		// No redelivery will come to record it: the dead letter stands.
+		s.log.WarnContext(ctx, "recording a dead letter failed on the last delivery; the event is dead-lettered but not recorded so", "event_id", id, "error", err)
+	} else if err != nil {
 		// Not acknowledged: the redelivery dead-letters it again (a
 		// second, harmless dead letter) and records it.
 		s.log.WarnContext(ctx, "recording a dead letter failed; the message will be redelivered and dead-lettered again", "event_id", id, "error", err)
 		return wait(CauseLedger, fmt.Errorf("record the dead letter: %w", err), 0)
 	}
-	if rec := eventOf(&q, id); rec.CountedBy != a.token {
+	if rec := eventOf(&q, id); err == nil && rec.CountedBy != a.token {
 		s.log.WarnContext(ctx, "another delivery settled the event while it was being dead-lettered; the dead letter is redundant and its replay a duplicate",
 			"event_id", id, "outcome", rec.Outcome, "reason", reason)
 		return settled(domain.OutcomeDuplicate, rec.ContactID)

@@ -45,7 +45,12 @@ func (a *attempt) resolve(ctx context.Context, p *ports.Person) (Verdict, bool) 
 	}
 	if m, ok := markedBy(matches, pend.EventID); ok {
 		p.Pending, p.ContactID = nil, m.ID
-		if r := eventOf(p, pend.EventID); !r.Terminal() {
+		if r := eventOf(p, pend.EventID); r.Outcome == domain.OutcomeDeadLettered && r.ContactID == "" {
+			// Dead-lettered while its create was unresolved (a delivery
+			// limit): the record keeps what the create did, for a replay.
+			r.ContactID = m.ID
+			setEvent(p, r)
+		} else if !r.Terminal() {
 			r.Outcome, r.ContactID, r.At = domain.OutcomeCreated, m.ID, now
 			if pend.EventID == a.ev.ID {
 				r.CountedBy = a.token
