@@ -94,6 +94,14 @@ func TestConformance(t *testing.T) {
 				}
 				return out
 			},
+			Custom: func(id string) map[string]string {
+				for _, c := range e.emu.Contacts(emuToken) {
+					if c.ID == id {
+						return c.Properties
+					}
+				}
+				return nil
+			},
 			KnownField:   "referral_link",
 			UnknownField: "no_such_property",
 			CheckFields:  cl.CheckProperties,

@@ -98,6 +98,15 @@ func TestConformance(t *testing.T) {
 				}
 				return out
 			},
+			Custom: func(id string) map[string]string {
+				out := map[string]string{}
+				if c, ok := byID(e.contacts(emuToken), id); ok {
+					for k, v := range c.CustomAttributes {
+						out[k] = fmt.Sprint(v)
+					}
+				}
+				return out
+			},
 			KnownField:   "referral_link",
 			UnknownField: "no_such_attribute",
 			CheckFields: func(ctx context.Context, names []string) error {

@@ -93,6 +93,9 @@ type CRMHarness struct {
 	// Stored returns every contact the CRM holds with this email, whatever
 	// search shows yet: its id, role, email, external id and marker.
 	Stored func(email string) []domain.Match
+	// Custom returns the custom fields the CRM holds on the contact with
+	// this id, as text.
+	Custom func(id string) map[string]string
 	// KnownField names a custom field the CRM has, of type text;
 	// UnknownField one it does not have.
 	KnownField, UnknownField string
@@ -561,6 +564,30 @@ func crmScenarios() []crmScenario {
 					if m, ok := byID(ms, w.id); err != nil || !ok || m.Role != w.role {
 						t.Errorf("Find(%s) = %+v, %v; want %s still a %s", w.email, ms, err, w.id, w.role)
 					}
+				}
+			},
+		},
+		{
+			name: named("update writes the fields it sets and leaves the others alone"),
+			run: func(t *testing.T, h CRMHarness) {
+				ctx := t.Context()
+				c := lead("ada@example.com", "ev-1")
+				c.Custom = map[string]any{h.KnownField: "https://r.example/1"}
+				id := mustCreate(t, h, c)
+				if err := h.CRM.Update(ctx, id, domain.Contact{Name: "Ada King"}); err != nil {
+					t.Fatalf("Update(name): %v", err)
+				}
+				if got := h.Custom(id)[h.KnownField]; got != "https://r.example/1" {
+					t.Errorf("after an update that does not set it, %s = %q, want it kept", h.KnownField, got)
+				}
+				if err := h.CRM.Update(ctx, id, domain.Contact{Custom: map[string]any{h.KnownField: "https://r.example/2"}}); err != nil {
+					t.Fatalf("Update(custom field): %v", err)
+				}
+				if got := h.Custom(id)[h.KnownField]; got != "https://r.example/2" {
+					t.Errorf("after an update that sets it, %s = %q, want the new value", h.KnownField, got)
+				}
+				if got := c.Custom[h.KnownField]; got != "https://r.example/1" {
+					t.Errorf("the caller's contact changed: %s = %q; Create and Update must not write into it", h.KnownField, got)
 				}
 			},
 		},

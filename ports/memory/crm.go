@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -130,7 +131,7 @@ func (m *CRM) store(c domain.Contact, at time.Time) ports.Created {
 	m.contacts = append(m.contacts, Contact{
 		Match: domain.Match{ID: id, Role: c.Role, Email: c.Email, ExternalID: c.ExternalID,
 			CreatedAt: at.Unix(), Marker: c.Marker},
-		Custom:   c.Custom,
+		Custom:   maps.Clone(c.Custom), // the caller's map is not the CRM's to change
 		StoredAt: at,
 	})
 	return ports.Created{ID: id}
@@ -252,12 +253,17 @@ func uncertain(op string, err error) error {
 }
 
 // Contacts returns every stored contact (after landing the creates whose
-// time has come), in creation order.
+// time has come), in creation order. The result is a copy: later updates
+// do not show in it.
 func (m *CRM) Contacts() []Contact {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.land(m.now())
-	return slices.Clone(m.contacts)
+	out := slices.Clone(m.contacts)
+	for i := range out {
+		out[i].Custom = maps.Clone(out[i].Custom)
+	}
+	return out
 }
 
 // Settle lands every create still on its way, whatever its time: the

@@ -2,6 +2,7 @@ package memory_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -105,6 +106,17 @@ func TestCRMConformance(t *testing.T) {
 				for _, c := range crm.Contacts() {
 					if strings.EqualFold(c.Email, email) {
 						out = append(out, c.Match)
+					}
+				}
+				return out
+			},
+			Custom: func(id string) map[string]string {
+				out := map[string]string{}
+				for _, c := range crm.Contacts() {
+					if c.ID == id {
+						for k, v := range c.Custom {
+							out[k] = fmt.Sprint(v)
+						}
 					}
 				}
 				return out
