@@ -1,6 +1,7 @@
 package memory_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -31,6 +32,38 @@ type memCRM struct {
 	now      time.Time
 	faults   map[string]conformance.Fault // by memory.Call.Op
 	spentTil time.Time
+	refusing bool // the call comes through refusedCRM
+}
+
+// refusedCRM reaches the same CRM with a credential it refuses. The suite
+// calls it from one goroutine at a time.
+type refusedCRM struct {
+	crm *memory.CRM
+	m   *memCRM
+}
+
+func (r *refusedCRM) refuse(on bool) {
+	r.m.mu.Lock()
+	defer r.m.mu.Unlock()
+	r.m.refusing = on
+}
+
+func (r *refusedCRM) Find(ctx context.Context, id domain.Identity) ([]domain.Match, error) {
+	r.refuse(true)
+	defer r.refuse(false)
+	return r.crm.Find(ctx, id)
+}
+
+func (r *refusedCRM) Create(ctx context.Context, c domain.Contact) (ports.Created, error) {
+	r.refuse(true)
+	defer r.refuse(false)
+	return r.crm.Create(ctx, c)
+}
+
+func (r *refusedCRM) Update(ctx context.Context, id string, c domain.Contact) error {
+	r.refuse(true)
+	defer r.refuse(false)
+	return r.crm.Update(ctx, id, c)
 }
 
 const (
@@ -51,6 +84,9 @@ func (m *memCRM) fault(c memory.Call) memory.Fault {
 	if c.Op == "update-response" {
 		op = "update"
 	}
+	if m.refusing {
+		return memory.Fault{Err: &ports.Error{Op: op, Kind: ports.Unauthorized, Status: 401}}
+	}
 	if m.now.Before(m.spentTil) && c.Op != "update-response" {
 		return memory.Fault{Err: &ports.Error{Op: op, Kind: ports.RateLimited, Status: 429, RetryAfter: m.spentTil.Sub(m.now)}}
 	}
@@ -70,9 +106,7 @@ func TestCRMConformance(t *testing.T) {
 	conformance.CRM(t, func(t *testing.T) conformance.CRMHarness {
 		m := &memCRM{now: time.Date(2026, 9, 1, 12, 0, 0, 0, time.UTC), faults: map[string]conformance.Fault{}}
 		crm := &memory.CRM{Now: m.clock, SearchLag: time.Minute, Fault: m.fault}
-		refused := &memory.CRM{Now: m.clock, Fault: func(c memory.Call) memory.Fault {
-			return memory.Fault{Err: &ports.Error{Op: c.Op, Kind: ports.Unauthorized, Status: 401}}
-		}}
+		refused := &refusedCRM{crm: crm, m: m}
 		return conformance.CRMHarness{
 			CRM:       crm,
 			Refused:   refused,
