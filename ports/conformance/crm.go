@@ -106,25 +106,25 @@ type CRMHarness struct {
 	CheckFields func(ctx context.Context, names []string) error
 }
 
-// crmScenario is one scenario of the CRM suite. name may depend on the
-// declared capabilities; skip, when set, returns why the scenario does not
+// crmScenario is one scenario of the CRM suite. name may depend on what
+// the harness declares; skip, when set, returns why the scenario does not
 // apply to the harness ("" when it does).
 type crmScenario struct {
-	name func(CRMCaps) string
+	name func(CRMHarness) string
 	skip func(CRMHarness) string
 	run  func(t *testing.T, h CRMHarness)
 }
 
-func named(s string) func(CRMCaps) string { return func(CRMCaps) string { return s } }
+func named(s string) func(CRMHarness) string { return func(CRMHarness) string { return s } }
 
 // CRM runs the ports.CRM contract against the implementation newCRM
 // returns; each call must return a harness on an empty CRM. One harness is
-// made first to read its capabilities, which name the scenarios.
+// made first to read what it declares, which names the scenarios.
 func CRM(t *testing.T, newCRM func(t *testing.T) CRMHarness) {
 	t.Helper()
-	caps := newCRM(t).Caps
+	probe := newCRM(t)
 	for _, sc := range crmScenarios() {
-		t.Run(sc.name(caps), func(t *testing.T) {
+		t.Run(sc.name(probe), func(t *testing.T) {
 			h := newCRM(t)
 			if sc.skip != nil {
 				if why := sc.skip(h); why != "" {
@@ -262,8 +262,8 @@ func crmScenarios() []crmScenario {
 			},
 		},
 		{
-			name: func(c CRMCaps) string {
-				if c.UniqueEmail {
+			name: func(h CRMHarness) string {
+				if h.Caps.UniqueEmail {
 					return "duplicate lead by email (emails unique for every contact): Create answers Existing with the first's id, and stores nothing"
 				}
 				return "leads sharing an email (only users' emails are unique): a second lead is a second contact, and Find by email returns both"
@@ -416,8 +416,8 @@ func crmScenarios() []crmScenario {
 			},
 		},
 		{
-			name: func(c CRMCaps) string {
-				if !c.Paces {
+			name: func(h CRMHarness) string {
+				if !h.Caps.Paces {
 					return "rate limit honoured: not declared (the implementation does not pace; the CRM's refusal is all there is)"
 				}
 				return "rate limit honoured: while the budget is known spent, calls are kept back unsent (no request reaches the CRM), even a create with a deadline"
@@ -508,7 +508,10 @@ func crmScenarios() []crmScenario {
 			},
 		},
 		{
-			name: func(CRMCaps) string {
+			name: func(h CRMHarness) string {
+				if h.CheckFields == nil {
+					return "start-up check of custom fields: not declared (the implementation has none)"
+				}
 				return "start-up check: every unknown custom field is reported at once (Permanent), known ones pass"
 			},
 			skip: func(h CRMHarness) string {
