@@ -18,6 +18,8 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	asJSON := fs.Bool("json", false, "print one JSON object per configuration instead of the table")
 	events := fs.Int("events", 0, "events per configuration (default 50000; 5000 with --quick)")
 	quick := fs.Bool("quick", false, "smaller counts and shorter rate-limit runs: about three minutes")
+	workers := fs.Int("workers", 0, "workers of the pipeline configurations (default: the service's default)")
+	pipeline := fs.Bool("pipeline", false, "run only baseline, pipeline and pipeline_ledger (the target ratios)")
 	profile := fs.String("profile", "", "write a CPU profile of each configuration to `DIR`/NAME.pprof")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
@@ -35,7 +37,10 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *events > 0 {
 		opt.Events = *events
 	}
-	opt.Progress, opt.ProfileDir = stderr, *profile
+	if *workers > 0 {
+		opt.Workers = *workers
+	}
+	opt.Progress, opt.ProfileDir, opt.PipelineOnly = stderr, *profile, *pipeline
 	rep, err := bench.Run(ctx, opt)
 	if err != nil {
 		return err

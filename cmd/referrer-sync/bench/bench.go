@@ -41,6 +41,9 @@ import (
 type Options struct {
 	// Events is how many events configurations (1)–(4) consume.
 	Events int
+	// PipelineOnly runs (1)–(3) alone: the ratios that are the targets,
+	// in a minute.
+	PipelineOnly bool
 	// Workers is the worker count of (2)–(4): the service's default.
 	Workers int
 	// Repeats is how many times (1)–(3) run, the median reported; 0 runs
@@ -136,6 +139,10 @@ type Result struct {
 	ServiceP50ms, ServiceP99ms float64 `json:"-"`
 	// RequestsPerEvent is the CRM requests per finished event.
 	RequestsPerEvent float64 `json:"-"`
+	// KVReadsPerEvent and KVWritesPerEvent are the ledger operations the
+	// service asked per finished event (reads, compare-and-set writes).
+	KVReadsPerEvent  float64 `json:"kv_reads_per_event,omitempty"`
+	KVWritesPerEvent float64 `json:"kv_writes_per_event,omitempty"`
 	// Ideal, for (5), is workers ÷ (latency × requests per event): the
 	// rate if only the CRM's latency bound it.
 	Ideal    float64        `json:"-"`
@@ -296,6 +303,13 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	}
 	for _, f := range fast {
 		rep.Results = append(rep.Results, median(runs[f.name]))
+	}
+	if opt.PipelineOnly {
+		for i := range rep.Results {
+			rep.Results[i].RatioToBaseline = rep.Results[i].EventsPerSec / rep.Results[0].EventsPerSec
+		}
+		rep.Elapsed = time.Since(began)
+		return rep, nil
 	}
 	r, err := measure(NameEmulator, func() (Result, error) {
 		r, _, _, err := env.runPipeline(ctx, spec{name: NameEmulator, events: opt.Events, workers: opt.Workers, ledger: true, crm: crmEmulator})

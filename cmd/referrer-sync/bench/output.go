@@ -44,6 +44,10 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if res.RequestsPerEvent > 0 {
 			reqs = fmt.Sprintf("%.2f", res.RequestsPerEvent)
 		}
+		kv := "-"
+		if res.KVReadsPerEvent > 0 {
+			kv = fmt.Sprintf("%.2f+%.2f", res.KVReadsPerEvent, res.KVWritesPerEvent)
+		}
 		if res.Ideal > 0 {
 			ideal = fmt.Sprintf("%.0f%%", 100*res.EventsPerSec/res.Ideal)
 		}
@@ -51,9 +55,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 		for _, n := range res.Retries {
 			retries += n
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.2f\t%.1f\t%.1f\t%.2f\t%.2f\t%.0f\t%.0f\t%s\t%s\t%d\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.2f\t%.1f\t%.1f\t%.2f\t%.2f\t%.0f\t%.0f\t%s\t%s\t%s\t%d\t\n",
 			res.Name, workers, res.Events, res.EventsPerSec, res.RatioToBaseline, res.P50ms, res.P99ms,
-			res.ServiceP50ms, res.ServiceP99ms, res.CPUusPerEvent, res.PeakRSSMB, reqs, ideal, retries)
+			res.ServiceP50ms, res.ServiceP99ms, res.CPUusPerEvent, res.PeakRSSMB, reqs, kv, ideal, retries)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

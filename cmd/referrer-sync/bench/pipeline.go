@@ -229,6 +229,10 @@ func (e *Env) runPipeline(ctx context.Context, sp spec) (Result, *runStats, []em
 	if n := st.handled.Load(); n > 0 && sp.crm == crmEmulator {
 		res.RequestsPerEvent = float64(st.totalRequests()) / float64(n)
 	}
+	if n := st.handled.Load(); n > 0 {
+		res.KVReadsPerEvent = float64(st.kvReads.Load()) / float64(n)
+		res.KVWritesPerEvent = float64(st.kvWrites.Load()) / float64(n)
+	}
 	res.Retries = snapshot(&st.retries)
 	var log []emulator.Request
 	if em != nil {
