@@ -50,6 +50,8 @@ func TestConformance(t *testing.T) {
 					faults.ServerErrorRate = 1
 				case conformance.LostResponse:
 					faults.LostResponseRate = 1
+				case conformance.Stall:
+					faults.TimeoutRate = 1
 				}
 				faults.Operations = append(faults.Operations, emuOps[op]...)
 				set(faults)

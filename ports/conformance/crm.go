@@ -36,6 +36,10 @@ const (
 	// LostResponse: the CRM applies the call, and its answer never reaches
 	// the caller (a reset or a timeout after the commit).
 	LostResponse
+	// Stall: the CRM applies the call and answers only after the caller
+	// has given up (its ctx's deadline passed while the call was in
+	// flight).
+	Stall
 )
 
 // CRMCaps are the ways CRMs legitimately differ. A harness declares them,
@@ -346,6 +350,28 @@ func crmScenarios() []crmScenario {
 					t.Errorf("Find(email, marker) = %+v, want %s carrying marker ev-1", ms, stored[0].ID)
 				}
 				wantCount(t, h, "ada@example.com", 1)
+			},
+		},
+		{
+			name: named("deadline in flight: a create cut off by its deadline after it was sent is Transient, Uncertain and wraps the deadline; the CRM's commit is found by marker"),
+			run: func(t *testing.T, h CRMHarness) {
+				h.Inject(OpCreate, Stall)
+				// Long enough for the request to reach the CRM on a loaded
+				// machine; the CRM then holds its answer past the deadline.
+				ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+				_, err := h.CRM.Create(ctx, lead("ada@example.com", "ev-1"))
+				cancel()
+				h.Clear()
+				if pe := portsError(t, err); pe.Kind != ports.Transient || !pe.Uncertain || !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("Create cut off in flight: %v (kind %s, uncertain %t), want Transient, Uncertain, wrapping context.DeadlineExceeded",
+						err, pe.Kind, pe.Uncertain)
+				}
+				settle(h)
+				stored := wantCount(t, h, "ada@example.com", 1)
+				ms, err := h.CRM.Find(t.Context(), domain.Identity{Email: "ada@example.com", Marker: "ev-1"})
+				if m, ok := byID(ms, stored[0].ID); err != nil || !ok || m.Marker != "ev-1" {
+					t.Errorf("Find(email, marker) = %+v, %v; want %s carrying marker ev-1", ms, err, stored[0].ID)
+				}
 			},
 		},
 		{

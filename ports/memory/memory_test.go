@@ -98,6 +98,8 @@ func (m *memCRM) fault(c memory.Call) memory.Fault {
 		return memory.Fault{Err: &ports.Error{Op: op, Kind: ports.Transient, Status: 503, Uncertain: op != "find"}}
 	case f == conformance.LostResponse && c.Op != "update":
 		return memory.Fault{LoseResponse: true}
+	case f == conformance.Stall && c.Op == "create":
+		return memory.Fault{CommitAfter: time.Second}
 	}
 	return memory.Fault{}
 }
