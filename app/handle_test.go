@@ -1736,24 +1736,28 @@ func TestRedeliveries(t *testing.T) {
 		{
 			// The server will not deliver it again, so it cannot wait for
 			// its own create: it is dead-lettered (its create stays
-			// pending for whoever comes next), and its replay then finds
-			// the contact its create made. Applied and dead-lettered: the
-			// one case where both hold, and only past an operator-set
+			// pending for whoever comes next). The next event finds the
+			// create applied and the record keeps its contact for the
+			// dead letter's replay, which counts it created. Applied and
+			// dead-lettered until replayed: only past an operator-set
 			// delivery limit.
-			name:  "on the last delivery with its own create unresolved: dead-lettered, the create resolved by the next event, the replay finds it",
+			name:  "on the last delivery with its own create unresolved: dead-lettered; the create found later is credited on replay",
 			setup: lost,
 			steps: []step{
 				{msg: ev{}.msg(), want: retryTrans, wantCRM: []string{findAda, createLead}},
 				{msg: lastDelivery(ev{}.at(2)), want: app.Verdict{Outcome: domain.OutcomeDeadLettered, Reason: app.ReasonDeliveriesExhausted},
 					check: ledgerIs(adaRec + " pending=evt-1@10:00:15 | evt-1 dead_lettered failures=1 reason=deliveries_exhausted")},
 				{before: advance(lease), msg: ev{ID: "evt-2"}.msg(), want: app.Verdict{Outcome: domain.OutcomeSkipped, ContactID: "c1"},
-					wantCRM: []string{findAdaMarked}},
-				{msg: replayOf(ev{}.msg(), "dlq-3"), want: app.Verdict{Outcome: domain.OutcomeSkipped, ContactID: "c1"}},
+					wantCRM: []string{findAdaMarked},
+					check:   ledgerIs(adaC1 + " | evt-1 dead_lettered c1 failures=1 reason=deliveries_exhausted | evt-2 skipped c1")},
+				{msg: replayOf(ev{}.msg(), "dlq-3"), want: createdC1},
+				{msg: replayOf(ev{}.at(2), "dlq-3"), want: dupC1},
 			},
 			wantContacts: []string{leadC1},
-			wantLedger:   adaC1 + " | evt-2 skipped c1 | evt-1 skipped c1 replayed=dlq-3",
-			wantOutcomes: []string{"camp_lead|create_lead|dead_lettered|deliveries_exhausted", "camp_lead|create_lead|skipped", "camp_lead|create_lead|skipped"},
-			wantDead:     []string{app.ReasonDeliveriesExhausted},
+			wantLedger:   adaC1 + " | evt-2 skipped c1 | evt-1 created c1 failures=1 replayed=dlq-3",
+			wantOutcomes: []string{"camp_lead|create_lead|dead_lettered|deliveries_exhausted", "camp_lead|create_lead|skipped",
+				"camp_lead|create_lead|created", "camp_lead|create_lead|duplicate"},
+			wantDead: []string{app.ReasonDeliveriesExhausted},
 		},
 		{
 			name: "a rate limit never burns attempts: many waits, then applied",
