@@ -33,9 +33,11 @@ var clusterScale = faultScale{replicas: 3, people: 150, minEvents: 260, dupRate:
 
 // clusterReplicaConfig is one replica's configuration on the cluster:
 // stream, dead-letter stream and ledger at 3 replicas. Timing keeps the
-// defaults except ack_wait (15s instead of 30s), so that a delivery whose
-// acknowledgement died with a node comes back within the test's minute;
-// the ledger's lease keeps its default, which fits that ack wait.
+// defaults except ack_wait (15s instead of 30s) and the longest retry delay
+// (5s instead of 1m), so that a delivery whose acknowledgement died with a
+// node, or that failed a few times while the ledger had no leader, comes
+// back within the test's minute; the ledger's lease keeps its default,
+// which fits that ack wait.
 func clusterReplicaConfig(natsURLs, emulatorURL string, port int) string {
 	return fmt.Sprintf(`
 log: {level: info, format: json}
@@ -46,6 +48,7 @@ nats:
   ack_wait: 15s
 http:
   listen: 127.0.0.1:%d
+retry: {max_delay: 5s}
 ledger: {replicas: 3}
 connections:
   main:

@@ -219,6 +219,16 @@ func start(ctx context.Context, f *config.File, opt options) (in *instance, err 
 		}
 		led, dlq = in.ledger, consumer.NewDeadLetters(in.js, in.consCfg)
 	}
+	// On a fresh cluster the durable's own leader may still be elected
+	// after its creation was acknowledged; its info requests go unanswered
+	// until then. Wait here, where waiting is retried, rather than in the
+	// consumer's start, where it is not.
+	if err = in.startStep(ctx, "look up the durable consumer", natsTransient, func(ctx context.Context) error {
+		_, err := in.js.Consumer(ctx, in.consCfg.Stream, in.consCfg.Consumer)
+		return err
+	}); err != nil {
+		return in, err
+	}
 
 	crms, err := in.connections(f)
 	if err != nil {
