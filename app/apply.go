@@ -266,7 +266,25 @@ func (a *attempt) record(ctx context.Context, p *ports.Person, notAfter time.Tim
 		if !notAfter.IsZero() && ownsPending(q, id, notAfter) {
 			q.Pending, changed = nil, true
 		}
-		if eventOf(q, id).Terminal() {
+		if r := eventOf(q, id); r.Terminal() {
+			if o == domain.OutcomeCreated && changed {
+				// Settled meanwhile (dead-lettered on a last delivery)
+				// while its create was applied: the person has this
+				// contact, and the record keeps it for a replay.
+				if q.ContactID == "" {
+					q.ContactID = contactID
+				}
+				if r.Outcome == domain.OutcomeDeadLettered && r.ContactID == "" {
+					r.ContactID = contactID
+					setEvent(q, r)
+				}
+			}
+			return changed
+		}
+		if q.Pending != nil && q.Pending.EventID == id && o != domain.OutcomeCreated {
+			// Another delivery of this same event is creating the person
+			// (a duplicate publish handled at the same time): what this
+			// event did is decided when that create is resolved.
 			return changed
 		}
 		if q.Pending != nil && o == domain.OutcomeCreated {
@@ -288,11 +306,21 @@ func (a *attempt) record(ctx context.Context, p *ports.Person, notAfter time.Tim
 		// idempotent and is simply made again.
 		return wait(CauseLedger, fmt.Errorf("record the outcome: %w", err), 0), nil
 	}
-	if r := eventOf(&q, id); r.CountedBy != a.token {
-		// Another delivery of this event settled it first.
-		return settled(domain.OutcomeDuplicate, r.ContactID), nil
+	r := eventOf(&q, id)
+	switch {
+	case r.CountedBy == a.token:
+		return settled(o, contactID), nil
+	case !r.Terminal():
+		// Left to the resolution of this event's own create, which
+		// another delivery of it sent: come back when it is known.
+		var until time.Time
+		if q.Pending != nil {
+			until = q.Pending.NotAfter
+		}
+		return wait(CausePersonBusy, errors.New("another delivery of this event is creating the person"), s.until(until)), nil
 	}
-	return settled(o, contactID), nil
+	// Another delivery of this event settled it first.
+	return settled(domain.OutcomeDuplicate, r.ContactID), nil
 }
 
 // counted reports whether this delivery's write settling the event landed.

@@ -48,7 +48,11 @@ func (s *Service) Plan(ctx context.Context, m Message) Planned {
 	if err != nil {
 		var inv *domain.InvalidEventError
 		errors.As(err, &inv)
-		return s.planned(ev, LabelUnknown, "", Verdict{Outcome: OutcomeWouldDeadLetter, Reason: inv.Reason, Err: err})
+		label := LabelUnknown
+		if ev.CampaignID != "" {
+			label = s.label(s.catalog.Load(), ev.CampaignID)
+		}
+		return s.planned(ev, label, "", Verdict{Outcome: OutcomeWouldDeadLetter, Reason: inv.Reason, Err: err})
 	}
 	catalog := s.catalog.Load() // one version for the whole decision, as in Handle
 	camp, ok := catalog.Lookup(ev.CampaignID)
@@ -66,7 +70,7 @@ func (s *Service) Plan(ctx context.Context, m Message) Planned {
 	if err != nil {
 		return s.planned(ev, label, camp.Action, Verdict{Outcome: OutcomeWouldDeadLetter, Reason: domain.ReasonMapping, Err: err})
 	}
-	v := s.plan(ctx, camp, ev, contact)
+	v := s.plan(ctx, m, camp, ev, contact)
 	if v.Retry && !v.Wait && m.Attempt >= s.cfg.MaxAttempts {
 		// Handle counts failures in the ledger; a dry run writes none, so
 		// deliveries stand in for them.
@@ -86,7 +90,7 @@ func (s *Service) planned(ev domain.ReferrerJoined, label string, action domain.
 }
 
 // plan is the read-only counterpart of apply and execute.
-func (s *Service) plan(ctx context.Context, camp domain.Campaign, ev domain.ReferrerJoined, contact domain.Contact) Verdict {
+func (s *Service) plan(ctx context.Context, m Message, camp domain.Campaign, ev domain.ReferrerJoined, contact domain.Contact) Verdict {
 	crm := s.crms[camp.Connection]
 	if crm == nil {
 		return Verdict{Retry: true, Wait: true, Reason: CauseNoCRM, Err: fmt.Errorf("connection %q has no CRM", camp.Connection)}
@@ -95,8 +99,20 @@ func (s *Service) plan(ctx context.Context, camp domain.Campaign, ev domain.Refe
 	if err != nil {
 		return Verdict{Retry: true, Wait: true, Reason: CauseLedger, Err: err} // a wait, as in Handle: never dead-lettered
 	}
-	if r := eventOf(&p, ev.ID); r.Terminal() {
+	r := eventOf(&p, ev.ID)
+	replay := m.Headers[ReplayedFromHeader]
+	switch {
+	case r.Terminal() && r.Outcome == domain.OutcomeDeadLettered && replay != "" && replay != r.ReplayedFrom:
+		// A replay re-arms the event, as in Handle.
+		if r.ContactID != "" {
+			return Verdict{Outcome: domain.OutcomeDuplicate, ContactID: r.ContactID}
+		}
+		r = ports.EventRecord{ID: ev.ID}
+	case r.Terminal():
 		return Verdict{Outcome: domain.OutcomeDuplicate, ContactID: r.ContactID}
+	case r.Failures >= s.cfg.MaxAttempts && (p.Pending == nil || p.Pending.EventID != ev.ID):
+		return Verdict{Outcome: OutcomeWouldDeadLetter, Reason: deadLetterReason(r.Reason),
+			Err: fmt.Errorf("out of attempts: %d failed, the last %s", r.Failures, r.Reason)}
 	}
 	match, found := domain.Match{ID: p.ContactID}, p.ContactID != ""
 	if !found {

@@ -59,7 +59,8 @@ func (s *Service) prune(p *ports.Person, now time.Time) {
 		return r.At.Before(cutoff) && r.CountedBy != ""
 	})
 	for over := len(p.Events) - s.cfg.MaxEvents; over > 0; over-- {
-		i := slices.IndexFunc(p.Events, func(r ports.EventRecord) bool { return r.Terminal() && r.CountedBy != "" })
+		// The newest record is the one being written: it always stays.
+		i := slices.IndexFunc(p.Events[:len(p.Events)-1], func(r ports.EventRecord) bool { return r.Terminal() && r.CountedBy != "" })
 		if i < 0 {
 			break
 		}

@@ -59,6 +59,7 @@ func (a *attempt) report(ctx context.Context, v Verdict) Verdict {
 // it cannot be stored, the message is retried (never dropped).
 func (s *Service) deadLetter(ctx context.Context, m Message, ev domain.ReferrerJoined, label string, action domain.Action, reason string, cause error, firstFailure time.Time) Verdict {
 	if err := s.dlq.DeadLetter(ctx, s.deadLetterOf(m, ev, reason, cause, firstFailure)); err != nil {
+		s.metrics.Retry(label, CauseDeadLetterFailed) // an attempt's retries are counted by its report
 		return s.deadLetterFailed(ctx, m, ev, label, reason, err)
 	}
 	return s.deadLettered(ctx, m, ev, label, action, reason, cause)
@@ -81,7 +82,6 @@ func (s *Service) deadLetterOf(m Message, ev domain.ReferrerJoined, reason strin
 }
 
 func (s *Service) deadLetterFailed(ctx context.Context, m Message, ev domain.ReferrerJoined, label, reason string, err error) Verdict {
-	s.metrics.Retry(label, CauseDeadLetterFailed)
 	s.log.ErrorContext(ctx, "dead-lettering failed; the message will be redelivered", "event_id", ev.ID, "reason", reason,
 		"last_delivery", m.LastDelivery, "error", err)
 	return Verdict{Retry: true, Wait: true, Reason: CauseDeadLetterFailed, Err: err}
