@@ -48,7 +48,11 @@ type Config struct {
 	DeadLetterSubject string // default "dlq." + Subject
 	DeadLetterStream  string // default Stream + "_DLQ"
 	Replicas          int    // stream replicas when the service creates the streams; default 1
-	// Workers is how many messages one process handles at once. Default 8.
+	// Workers is how many messages one process handles at once. Default
+	// 32: a worker spends nearly all its time waiting on round trips (the
+	// ledger's, the CRM's), so more in flight cost little and the bench
+	// measured 8 workers at 0.36–0.43 of raw consume with the ledger, 32 at
+	// 0.54.
 	Workers int
 	// PullBatch is how many messages one pull request asks the server
 	// for; the process holds at most about this many delivered messages
@@ -162,7 +166,7 @@ func (c *Config) setDefaults() {
 		c.Replicas = 1
 	}
 	if c.Workers == 0 {
-		c.Workers = 8
+		c.Workers = 32
 	}
 	if c.PullBatch == 0 {
 		c.PullBatch = DefaultPullBatch

@@ -75,7 +75,7 @@ type Options struct {
 // DefaultOptions are the sizes of the README's table.
 func DefaultOptions() Options {
 	return Options{
-		Events: 50_000, Workers: 8, Repeats: 3, Latency: 20 * time.Millisecond, LatencyWorkers: []int{1, 8, 32, 128},
+		Events: 50_000, Workers: 32, Repeats: 3, Latency: 20 * time.Millisecond, LatencyWorkers: []int{1, 8, 32, 128},
 		LatencySeconds: 15, FlatFrom: 20_000, FlatTo: 200_000, RateLimitSeconds: 50,
 	}
 }
