@@ -33,6 +33,8 @@ Commands:
   validate --config FILE               check a configuration file and print every problem
   publish --config FILE --file EVENT   publish a CloudEvents JSON file to the configured subject
   dlq list|show|replay --config FILE   inspect dead letters, or replay them to the subject (dlq -h)
+  ledger show --config FILE --event ID | --email ADDRESS --connection NAME
+                                       print what the exactly-once ledger holds for an event or a person
   demo [--keep-running]                run everything embedded with sample events and print the outcomes
   intercom-emulator --listen ADDR      run the Intercom API emulator
   bench [--json] [--events N] [--quick]  measure throughput, latency, memory and rate limits (README: Performance)
@@ -64,6 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdPublish(ctx, rest, stdout)
 	case "dlq":
 		err = cmdDLQ(ctx, rest, stdout, stderr)
+	case "ledger":
+		err = cmdLedger(ctx, rest, stdout, stderr)
 	case "demo":
 		err = cmdDemo(ctx, rest, stdout, stderr)
 	case "bench":
