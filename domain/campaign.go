@@ -62,6 +62,9 @@ type Campaign struct {
 	Action      Action
 	OnDuplicate OnDuplicate
 	Fields      []Field
+	// Targets is the vocabulary of the connection's type, which the
+	// fields' To names are read in; nil means StandardTargets.
+	Targets *Targets
 }
 
 // Problems returns every configuration problem of the campaign, each prefixed
@@ -99,14 +102,14 @@ func (c Campaign) Problems(path string, connections []string) []error {
 	seen := map[string]int{}
 	for i, f := range c.Fields {
 		fp := fmt.Sprintf(".referrers.fields[%d]", i)
-		for _, err := range f.problems(c.Action.Role()) {
+		for _, err := range f.problems(c.Action.Role(), c.Targets) {
 			add(fp, "%v", err)
 		}
 		if prev, ok := seen[f.To]; ok && f.To != "" {
 			add(fp, "target %q is already mapped by fields[%d]", f.To, prev)
 		}
 		seen[f.To] = i
-		if f.To == TargetEmail {
+		if field, _, err := c.Targets.resolve(f.To); err == nil && field == FieldEmail {
 			emailMapped = true
 		}
 	}

@@ -24,8 +24,9 @@ const (
 	SourceMetaPrefix         = "referrer.meta."
 )
 
-// Targets a field can be mapped to: the CRM's standard contact fields, plus
-// custom attributes under TargetCustomPrefix.
+// Targets a field can be mapped to in the standard vocabulary (see
+// StandardTargets): Intercom's contact fields, plus custom attributes under
+// TargetCustomPrefix. Other connection types bring their own (Targets).
 const (
 	TargetEmail            = "email"
 	TargetName             = "name"
@@ -60,7 +61,7 @@ func knownSource(s string) bool {
 	return strings.HasPrefix(s, SourceMetaPrefix) && len(s) > len(SourceMetaPrefix)
 }
 
-func (f Field) problems(role Role) []error {
+func (f Field) problems(role Role, targets *Targets) []error {
 	var errs []error
 	switch {
 	case f.From == "" && f.Value == nil:
@@ -77,34 +78,33 @@ func (f Field) problems(role Role) []error {
 			errs = append(errs, fmt.Errorf("value must be a string, boolean or number, not %T", f.Value))
 		}
 	}
-	switch to := f.To; {
-	case to == "":
-		errs = append(errs, errors.New("to is required"))
-	case to == TargetExternalID && role != RoleUser:
-		errs = append(errs, errors.New("external_id can only be mapped for create_user"))
-	case to == TargetEmail:
-		if f.From != SourceReferrerEmail {
-			errs = append(errs, errors.New("email must be mapped from referrer.email"))
+	to := f.To
+	if to == "" {
+		return append(errs, errors.New("to is required"))
+	}
+	field, _, err := targets.resolve(to)
+	switch field {
+	case "":
+		errs = append(errs, err)
+	case FieldExternalID:
+		if role != RoleUser {
+			errs = append(errs, fmt.Errorf("%s can only be mapped for create_user", to))
 		}
-	case to == TargetSignedUpAt || to == TargetLastSeenAt:
+	case FieldEmail:
+		if f.From != SourceReferrerEmail {
+			errs = append(errs, fmt.Errorf("%s must be mapped from referrer.email", to))
+		}
+	case FieldSignedUpAt, FieldLastSeenAt:
 		if f.From != "" && !timeSources[f.From] {
 			errs = append(errs, fmt.Errorf("%s needs a time source (referrer.signed_up_at or event.time)", to))
 		}
 		if _, err := unixValue(f.Value); f.Value != nil && err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", to, err))
 		}
-	case to == TargetUnsubscribed:
+	case FieldUnsubscribed:
 		if _, err := boolValue(f.Value); f.Value != nil && err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", to, err))
 		}
-	case strings.HasPrefix(to, TargetCustomPrefix):
-		name := strings.TrimPrefix(to, TargetCustomPrefix)
-		if name == "" || len(name) > maxCustomAttributeName || strings.ContainsAny(name, ". \t") {
-			errs = append(errs, fmt.Errorf("to %q is not a valid custom attribute name", to))
-		}
-	case to == TargetName, to == TargetPhone, to == TargetAvatar, to == TargetOwnerID, to == TargetExternalID:
-	default:
-		errs = append(errs, fmt.Errorf("to %q is not a known target", to))
 	}
 	return errs
 }
@@ -142,7 +142,7 @@ func MapContact(c Campaign, ev ReferrerJoined) (Contact, error) {
 		if v == nil {
 			continue // an empty source leaves the field unmapped rather than blanking it
 		}
-		if err := out.set(f.To, v); err != nil {
+		if err := out.set(c.Targets, f.To, v); err != nil {
 			return Contact{}, invalid(ReasonMapping, "%s: %v", f.To, err)
 		}
 	}
@@ -199,49 +199,49 @@ func (f Field) resolve(ev ReferrerJoined) (any, error) {
 	return s, nil
 }
 
-func (c *Contact) set(to string, v any) error {
-	switch to {
-	case TargetEmail, TargetName, TargetPhone, TargetExternalID, TargetAvatar, TargetOwnerID:
+func (c *Contact) set(targets *Targets, to string, v any) error {
+	field, name, err := targets.resolve(to)
+	if err != nil {
+		return err
+	}
+	switch field {
+	case FieldEmail, FieldName, FieldPhone, FieldExternalID, FieldAvatar, FieldOwnerID:
 		s := stringValue(v)
-		switch to {
-		case TargetEmail:
+		switch field {
+		case FieldEmail:
 			e, err := NormalizeEmail(s)
 			if err != nil {
 				return err
 			}
 			c.Email = e
-		case TargetName:
+		case FieldName:
 			c.Name = s
-		case TargetPhone:
+		case FieldPhone:
 			c.Phone = s
-		case TargetExternalID:
+		case FieldExternalID:
 			c.ExternalID = s
-		case TargetAvatar:
+		case FieldAvatar:
 			c.Avatar = s
-		case TargetOwnerID:
+		case FieldOwnerID:
 			c.OwnerID = s
 		}
-	case TargetSignedUpAt, TargetLastSeenAt:
+	case FieldSignedUpAt, FieldLastSeenAt:
 		u, err := unixValue(v)
 		if err != nil {
 			return err
 		}
-		if to == TargetSignedUpAt {
+		if field == FieldSignedUpAt {
 			c.SignedUpAt = u
 		} else {
 			c.LastSeenAt = u
 		}
-	case TargetUnsubscribed:
+	case FieldUnsubscribed:
 		b, err := boolValue(v)
 		if err != nil {
 			return err
 		}
 		c.Unsubscribed = &b
-	default:
-		name, ok := strings.CutPrefix(to, TargetCustomPrefix)
-		if !ok {
-			return fmt.Errorf("unknown target %q", to)
-		}
+	case FieldCustom:
 		if c.Custom == nil {
 			c.Custom = map[string]any{}
 		}
@@ -249,6 +249,8 @@ func (c *Contact) set(to string, v any) error {
 			v = t.Unix() // times become Unix seconds everywhere
 		}
 		c.Custom[name] = v
+	default:
+		return fmt.Errorf("target %q sets an unknown contact field %q", to, field)
 	}
 	return nil
 }
