@@ -82,6 +82,11 @@ func TestSmoke(t *testing.T) {
 			if r.P99ms < r.P50ms || r.ServiceP99ms < r.ServiceP50ms {
 				t.Errorf("p99 below p50: %v < %v or %v < %v", r.P99ms, r.P50ms, r.ServiceP99ms, r.ServiceP50ms)
 			}
+			if withLedger := r.Name != NameBaseline && r.Name != NamePipeline; withLedger && !(r.KVReadsPerEvent >= 0.9 && r.KVWritesPerEvent >= 1 && r.KVReadsPerEvent+r.KVWritesPerEvent <= 3.1) {
+				// One read per event (a few are "nothing" events), one or
+				// two compare-and-sets: the ledger's budget.
+				t.Errorf("KV per event = %.2f reads + %.2f writes, want about 1 read and 1–2 writes", r.KVReadsPerEvent, r.KVWritesPerEvent)
+			}
 			if strings.HasPrefix(r.Name, "emulator") && r.RequestsPerEvent < 1 {
 				t.Errorf("RequestsPerEvent = %v, want at least one request per event on average", r.RequestsPerEvent)
 			}
@@ -108,6 +113,10 @@ func TestSmoke(t *testing.T) {
 			t.Fatalf("--json line %q: %v", line, err)
 		}
 		keys := []string{"name", "events", "events_per_sec", "ratio_to_baseline", "p50_ms", "p99_ms", "cpu_us_per_event", "peak_rss_mb"}
+		// Configurations with the ledger add its operations per event.
+		if _, ok := obj["kv_reads_per_event"]; ok {
+			keys = append(keys, "kv_reads_per_event", "kv_writes_per_event")
+		}
 		if len(obj) != len(keys) {
 			t.Errorf("--json object has keys %v, want exactly %v", obj, keys)
 		}
