@@ -58,7 +58,12 @@ func (a *attempt) report(ctx context.Context, v Verdict) Verdict {
 // deadLetter stores a message in the dead-letter stream and counts it; if
 // it cannot be stored, the message is retried (never dropped).
 func (s *Service) deadLetter(ctx context.Context, m Message, ev domain.ReferrerJoined, label string, action domain.Action, reason string, cause error, firstFailure time.Time) Verdict {
-	if err := s.dlq.DeadLetter(ctx, s.deadLetterOf(m, ev, reason, cause, firstFailure)); err != nil {
+	d := s.deadLetterOf(m, ev, reason, cause, firstFailure)
+	err := s.dlq.DeadLetter(ctx, d)
+	for try := 1; err != nil && m.LastDelivery && try < 3; try++ {
+		err = s.dlq.DeadLetter(ctx, d) // the server will not deliver it again: try harder
+	}
+	if err != nil {
 		s.metrics.Retry(label, CauseDeadLetterFailed) // an attempt's retries are counted by its report
 		return s.deadLetterFailed(ctx, m, ev, label, reason, err)
 	}

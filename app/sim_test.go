@@ -785,6 +785,9 @@ func (r *simRun) check() {
 				replays++
 			}
 		}
+		if slices.ContainsFunc(r.msgs, func(m *simMsg) bool { return m.ev.id == id && m.lostLast }) {
+			continue // (see rule 4 above)
+		}
 		if !e.valid {
 			// Invalid events have no person, so no record: a redelivery
 			// (a lost acknowledgement, a crash) dead-letters them again,
