@@ -5,6 +5,7 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -151,9 +152,20 @@ func (l Ledger) LeaseOrDefault(ackWait time.Duration) time.Duration {
 // DefaultAckWait is nats.ack_wait's default.
 const DefaultAckWait = 30 * time.Second
 
-// Connection is one CRM connection.
+// Connection types: the CRMs a connection can be.
+const (
+	TypeIntercom = "intercom"
+	TypeHubSpot  = "hubspot"
+)
+
+// Types are the supported connection types.
+var Types = []string{TypeIntercom, TypeHubSpot}
+
+// Connection is one CRM connection. Type decides which keys apply and what
+// the campaigns that use the connection may map to (Targets).
 type Connection struct {
-	Type           string `yaml:"type"`
+	Type string `yaml:"type"`
+	// Region (intercom only) selects Intercom's us, eu or au API host.
 	Region         string `yaml:"region"`
 	BaseURL        string `yaml:"base_url"`
 	AccessTokenEnv string `yaml:"access_token_env"`
@@ -174,6 +186,97 @@ type Connection struct {
 	// outcome is unknown is not repeated within its lease plus this grace
 	// (plus search_lag when only search can find it). Default 30s.
 	CommitGrace Duration `yaml:"commit_grace"`
+	// LeadStage and UserStage (hubspot only) are the lifecyclestage values
+	// create_lead and create_user set: internal names of default stages,
+	// numeric ids of custom ones. Defaults "lead" and "customer".
+	LeadStage string `yaml:"lead_stage"`
+	UserStage string `yaml:"user_stage"`
+	// ExternalIDProperty (hubspot only) names a custom contact property
+	// with unique values that holds the external id. HubSpot has none of
+	// its own: without it, external_id cannot be mapped.
+	ExternalIDProperty string `yaml:"external_id_property"`
+}
+
+// HubSpotSearchLag is search_lag's default for hubspot connections. HubSpot
+// reads a contact by email at once, without the search index, so an
+// uncertain create needs no wait for search; the few seconds cover a read
+// that HubSpot does not document as consistent.
+const HubSpotSearchLag = 5 * time.Second
+
+// SearchLagOrDefault is search_lag with the connection type's default
+// applied: HubSpotSearchLag for hubspot, and 0 for intercom, which leaves
+// the application's default (5m, Intercom's "a few minutes") in force.
+func (c Connection) SearchLagOrDefault() time.Duration {
+	if c.SearchLag > 0 {
+		return time.Duration(c.SearchLag)
+	}
+	if c.Type == TypeHubSpot {
+		return HubSpotSearchLag
+	}
+	return 0
+}
+
+// Targets is the mapping vocabulary of the connection's type, for the
+// campaigns that write to it: Intercom's fields and custom_attributes.<name>
+// for intercom (domain.StandardTargets), contact property names as HubSpot
+// spells them for hubspot. An unknown type gets the standard vocabulary
+// (its type is reported by Validate).
+func (c Connection) Targets() *domain.Targets {
+	if c.Type == TypeHubSpot {
+		return hubspotTargets(c)
+	}
+	return domain.StandardTargets()
+}
+
+// hubspotPropertyRE is a HubSpot property's internal name.
+var hubspotPropertyRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,99}$`)
+
+// hubspotReadOnly are HubSpot properties the adapter sets itself or no one
+// may write.
+var hubspotReadOnly = []string{"email", "lifecyclestage", "hs_object_id", "createdate", "lastmodifieddate"}
+
+// hubspotTargets: email and phone set the contact's email and phone,
+// external_id the external_id_property (only when configured), and any
+// other property name a property of that name. Intercom's own fields are
+// refused rather than read as property names, so a campaign moved from
+// Intercom fails validation instead of writing to properties no one has.
+func hubspotTargets(c Connection) *domain.Targets {
+	const intercomOnly = "an Intercom contact field that HubSpot contacts do not have; map the value to a custom property instead"
+	t := &domain.Targets{
+		Kind:       TypeHubSpot,
+		Fields:     map[string]domain.ContactField{"email": domain.FieldEmail, "phone": domain.FieldPhone},
+		CustomName: hubspotPropertyRE,
+		CustomNoun: "property name",
+		Hint: "a hubspot connection maps to contact properties by their internal names " +
+			"(a lower-case letter, then lower-case letters, digits or '_'; e.g. firstname, lastname, referral_link)",
+		Refused: map[string]string{
+			"lifecyclestage":           "it is set from the campaign's action (lead_stage, user_stage)",
+			"hs_object_id":             "it is read-only in HubSpot",
+			"createdate":               "it is read-only in HubSpot",
+			"lastmodifieddate":         "it is read-only in HubSpot",
+			"name":                     "it is Intercom's name field; HubSpot has firstname and lastname",
+			"owner_id":                 "it is Intercom's owner field; HubSpot's is the property hubspot_owner_id",
+			"avatar":                   intercomOnly,
+			"signed_up_at":             intercomOnly,
+			"last_seen_at":             intercomOnly,
+			"unsubscribed_from_emails": intercomOnly,
+		},
+	}
+	// A marker or external id property named like a field is a connection
+	// problem, reported once there rather than again on every campaign.
+	refuse := func(name, reason string) {
+		if _, isField := t.Fields[name]; !isField {
+			t.Refused[name] = reason
+		}
+	}
+	refuse(c.Marker(), "it is the connection's marker property, which the service sets itself")
+	if c.ExternalIDProperty != "" {
+		t.Fields[domain.TargetExternalID] = domain.FieldExternalID
+		refuse(c.ExternalIDProperty, "it is the connection's external_id_property; map external_id instead")
+	} else {
+		t.Refused[domain.TargetExternalID] = "HubSpot has no external id of its own; set the connection's external_id_property to a custom property with unique values"
+	}
+	return t
 }
 
 // DefaultMarkerAttribute is the marker attribute's default name.
@@ -337,13 +440,8 @@ func (f *File) Validate() error {
 		if !connNameRE.MatchString(name) {
 			add(p, "connection names may contain only letters, digits, '-' and '_'")
 		}
-		if c.Type != "intercom" {
-			add(p+".type", "%q is not a supported CRM (supported: intercom)", c.Type)
-		}
-		switch c.Region {
-		case "", "us", "eu", "au":
-		default:
-			add(p+".region", "%q is not one of us, eu, au", c.Region)
+		if !slices.Contains(Types, c.Type) {
+			add(p+".type", "%q is not a supported CRM (supported: %s)", c.Type, strings.Join(Types, ", "))
 		}
 		if c.BaseURL != "" && !strings.HasPrefix(c.BaseURL, "http://") && !strings.HasPrefix(c.BaseURL, "https://") {
 			add(p+".base_url", "%q is not an http(s) URL", c.BaseURL)
@@ -360,11 +458,11 @@ func (f *File) Validate() error {
 		if c.CommitGrace < 0 {
 			add(p+".commit_grace", "must not be negative")
 		}
-		if c.MarkerAttribute != "" && !attrNameRE.MatchString(c.MarkerAttribute) {
-			add(p+".marker_attribute", "%q may contain only letters, digits, '_' and '-'", c.MarkerAttribute)
-		}
-		if c.APIVersion != "" && !slices.Contains(APIVersions, c.APIVersion) {
-			add(p+".api_version", "%q is not one of %s", c.APIVersion, strings.Join(APIVersions, ", "))
+		switch c.Type {
+		case TypeIntercom:
+			errs = append(errs, c.intercomProblems(p)...)
+		case TypeHubSpot:
+			errs = append(errs, c.hubspotProblems(p)...)
 		}
 	}
 	if len(f.Campaigns) == 0 && f.DefaultCampaign == nil {
@@ -372,6 +470,74 @@ func (f *File) Validate() error {
 	}
 	errs = append(errs, f.Catalog().Problems(names)...)
 	return errors.Join(errs...)
+}
+
+// intercomProblems checks the keys whose meaning is Intercom's.
+func (c Connection) intercomProblems(p string) []error {
+	var errs []error
+	add := func(path, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+	}
+	switch c.Region {
+	case "", "us", "eu", "au":
+	default:
+		add(p+".region", "%q is not one of us, eu, au", c.Region)
+	}
+	if c.MarkerAttribute != "" && !attrNameRE.MatchString(c.MarkerAttribute) {
+		add(p+".marker_attribute", "%q may contain only letters, digits, '_' and '-'", c.MarkerAttribute)
+	}
+	if c.APIVersion != "" && !slices.Contains(APIVersions, c.APIVersion) {
+		add(p+".api_version", "%q is not one of %s", c.APIVersion, strings.Join(APIVersions, ", "))
+	}
+	for _, k := range []struct{ key, v string }{{"lead_stage", c.LeadStage}, {"user_stage", c.UserStage}, {"external_id_property", c.ExternalIDProperty}} {
+		if k.v != "" {
+			add(p+"."+k.key, "applies only to type hubspot")
+		}
+	}
+	return errs
+}
+
+var (
+	hubspotVersionRE = regexp.MustCompile(`^(v3|20[2-9][0-9]-(0[1-9]|1[0-2]))$`)
+	hubspotStageRE   = regexp.MustCompile(`^[a-z0-9_]{1,100}$`)
+)
+
+// hubspotProblems checks the keys whose meaning is HubSpot's, by the rules
+// the HubSpot adapter applies, so that an operator hears of them from
+// validate rather than at start-up.
+func (c Connection) hubspotProblems(p string) []error {
+	var errs []error
+	add := func(path, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+	}
+	if c.Region != "" {
+		add(p+".region", "does not apply to type hubspot (set base_url for an account served elsewhere)")
+	}
+	if c.APIVersion != "" && !hubspotVersionRE.MatchString(c.APIVersion) {
+		add(p+".api_version", "%q is neither v3 nor a date version such as 2026-03", c.APIVersion)
+	}
+	for _, k := range []struct{ key, v string }{{"lead_stage", c.LeadStage}, {"user_stage", c.UserStage}} {
+		if k.v != "" && !hubspotStageRE.MatchString(k.v) {
+			add(p+"."+k.key, "%q is not a lifecycle stage's internal value (lower-case letters, digits, '_')", k.v)
+		}
+	}
+	lead, user := cmp.Or(c.LeadStage, "lead"), cmp.Or(c.UserStage, "customer")
+	if lead == user {
+		add(p+".user_stage", "%q is also the lead stage: leads and users must be told apart", user)
+	}
+	for _, k := range []struct{ key, v string }{{"marker_attribute", c.MarkerAttribute}, {"external_id_property", c.ExternalIDProperty}} {
+		switch {
+		case k.v == "":
+		case !hubspotPropertyRE.MatchString(k.v):
+			add(p+"."+k.key, "%q is not a HubSpot property's internal name (a lower-case letter, then lower-case letters, digits, '_')", k.v)
+		case slices.Contains(hubspotReadOnly, k.v):
+			add(p+"."+k.key, "%q is a HubSpot property the service sets itself", k.v)
+		}
+	}
+	if c.ExternalIDProperty != "" && c.ExternalIDProperty == c.Marker() {
+		add(p+".external_id_property", "%q is also the marker property", c.ExternalIDProperty)
+	}
+	return errs
 }
 
 // Reloadable are the top-level keys a running service applies on reload.
@@ -399,7 +565,8 @@ func (f *File) RestartChanges(next *File) []string {
 	return out
 }
 
-// APIVersions are the Intercom API versions the adapter supports.
+// APIVersions are the Intercom API versions the adapter supports. A
+// hubspot connection takes "v3" or a date version such as "2026-03".
 var APIVersions = []string{"2.7", "2.8", "2.9", "2.10", "2.11", "2.12", "2.13", "2.14", "2.15", "2.16"}
 
 // Warnings returns advice that does not stop the service.
@@ -422,22 +589,29 @@ func (f *File) Warnings() []string {
 
 // Catalog converts the campaign settings to the domain's catalog.
 func (f *File) Catalog() *domain.Catalog {
+	targets := make(map[string]*domain.Targets, len(f.Connections))
+	for name, c := range f.Connections {
+		targets[name] = c.Targets()
+	}
 	cat := &domain.Catalog{Campaigns: make(map[string]domain.Campaign, len(f.Campaigns))}
 	for id, c := range f.Campaigns {
-		cat.Campaigns[id] = c.domain()
+		cat.Campaigns[id] = c.domain(targets[c.Connection])
 	}
 	if f.DefaultCampaign != nil {
-		d := f.DefaultCampaign.domain()
+		d := f.DefaultCampaign.domain(targets[f.DefaultCampaign.Connection])
 		cat.Default = &d
 	}
 	return cat
 }
 
-func (c Campaign) domain() domain.Campaign {
+// domain converts the campaign, whose targets are read in the vocabulary
+// of its connection's type (nil for a connection that does not exist).
+func (c Campaign) domain(targets *domain.Targets) domain.Campaign {
 	out := domain.Campaign{
 		Connection:  c.Connection,
 		Action:      domain.Action(c.Referrers.Action),
 		OnDuplicate: domain.OnDuplicate(c.Referrers.OnDuplicate),
+		Targets:     targets,
 	}
 	for _, f := range c.Referrers.Fields {
 		out.Fields = append(out.Fields, domain.Field{From: f.From, Value: f.Value, To: f.To})

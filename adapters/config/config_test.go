@@ -76,7 +76,8 @@ http: {listen: "nonsense"}
 retry: {max_attempts: 0, initial_delay: 2m, max_delay: 1m}
 log: {level: loud}
 connections:
-  main: {type: hubspot, region: mars, access_token_env: "", api_version: "3.0"}
+  main: {type: intercom, region: mars, access_token_env: "", api_version: "3.0"}
+  other: {type: salesforce, access_token_env: SF_TOKEN}
 campaigns:
   camp_9:
     connection: main
@@ -108,7 +109,7 @@ campaigns:
 		"nats.ack_wait:",
 		"http.listen:",
 		"retry.initial_delay:",
-		"connections.main.type:",
+		"connections.other.type:",
 		"connections.main.region:",
 		"connections.main.access_token_env:",
 		"connections.main.api_version:",
