@@ -1,6 +1,6 @@
 // Command referrer-sync turns referrer.joined events on NATS JetStream into
-// CRM contacts (Intercom leads or users), exactly once, per campaign
-// settings.
+// CRM contacts (Intercom leads or users, HubSpot contacts), exactly once,
+// per campaign settings.
 //
 // Usage:
 //
@@ -9,6 +9,7 @@
 //	referrer-sync publish --config FILE --file EVENT.json
 //	referrer-sync demo [--keep-running]      everything embedded, sample events
 //	referrer-sync intercom-emulator --listen ADDR
+//	referrer-sync hubspot-emulator --listen ADDR
 package main
 
 import (
@@ -37,6 +38,7 @@ Commands:
                                        print what the exactly-once ledger holds for an event or a person
   demo [--keep-running]                run everything embedded with sample events and print the outcomes
   intercom-emulator --listen ADDR      run the Intercom API emulator
+  hubspot-emulator --listen ADDR       run the HubSpot API emulator
   bench [--json] [--events N] [--quick]  measure throughput, latency, memory and rate limits (README: Performance)
 
 Run "referrer-sync COMMAND -h" for a command's flags.

@@ -36,8 +36,9 @@ type reloader struct {
 	metrics *metrics.Metrics
 	dryRun  bool // a dry run's metrics count no outcomes (metrics.Init)
 	log     *slog.Logger
-	// checkAttributes warns about mapped custom attributes the CRM
-	// workspace lacks, as start-up does.
+	// checkAttributes warns about mapped custom attributes (Intercom) and
+	// contact properties (HubSpot) the CRM account lacks, as start-up
+	// checks them.
 	checkAttributes func(context.Context, *config.File)
 
 	last       string // hash (or read error) of the content last tried
@@ -45,13 +46,8 @@ type reloader struct {
 }
 
 func newReloader(in *instance) *reloader {
-	conns := make([]string, 0, len(in.file.Connections))
-	for name := range in.clients {
-		conns = append(conns, name)
-	}
-	slices.Sort(conns)
 	return &reloader{
-		path: in.opt.configPath, running: in.file, conns: conns, svc: in.svc, metrics: in.metrics, dryRun: in.opt.dryRun,
+		path: in.opt.configPath, running: in.file, conns: in.crmNames(), svc: in.svc, metrics: in.metrics, dryRun: in.opt.dryRun,
 		log: in.log.With("component", "reload"), checkAttributes: in.checkAttributes,
 		last: in.opt.configHash, generation: 1,
 	}

@@ -21,10 +21,12 @@ import (
 	"github.com/referrer-sync/referrer-sync/adapters/config"
 	"github.com/referrer-sync/referrer-sync/adapters/consumer"
 	"github.com/referrer-sync/referrer-sync/adapters/embedded"
+	"github.com/referrer-sync/referrer-sync/adapters/hubspot"
 	"github.com/referrer-sync/referrer-sync/adapters/intercom"
 	"github.com/referrer-sync/referrer-sync/adapters/ledger"
 	"github.com/referrer-sync/referrer-sync/adapters/metrics"
 	"github.com/referrer-sync/referrer-sync/app"
+	"github.com/referrer-sync/referrer-sync/domain"
 	"github.com/referrer-sync/referrer-sync/ports"
 )
 
@@ -62,7 +64,8 @@ type instance struct {
 	ledger   *ledger.Ledger
 	metrics  *metrics.Metrics
 	svc      *app.Service
-	clients  map[string]*intercom.Client
+	clients  map[string]*intercom.Client // type intercom
+	hubspots map[string]*hubspot.Client  // type hubspot
 	consumer *consumer.Consumer
 	httpSrv  *http.Server
 	httpLn   net.Listener
@@ -288,7 +291,7 @@ func (in *instance) inFlight() float64 {
 func searchLags(f *config.File) map[string]time.Duration {
 	out := map[string]time.Duration{}
 	for name, c := range f.Connections {
-		out[name] = time.Duration(c.SearchLag)
+		out[name] = c.SearchLagOrDefault()
 	}
 	return out
 }
@@ -301,17 +304,40 @@ func commitGraces(f *config.File) map[string]time.Duration {
 	return out
 }
 
-// connections builds one CRM client per configured connection; in.clients
-// keeps them for start-up checks and reloads.
+// connections builds one CRM client per configured connection, of the
+// adapter its type names; in.clients and in.hubspots keep them for
+// start-up checks and reloads.
 func (in *instance) connections(f *config.File) (map[string]ports.CRM, error) {
 	crms := map[string]ports.CRM{}
 	clients := map[string]*intercom.Client{}
-	in.clients = clients
+	hubspots := map[string]*hubspot.Client{}
+	in.clients, in.hubspots = clients, hubspots
 	var errs []error
 	for name, c := range f.Connections {
 		token, err := c.Token()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("connections.%s.access_token_env: %w", name, err))
+			continue
+		}
+		if c.Type == config.TypeHubSpot {
+			cl, err := hubspot.New(hubspot.Config{
+				Connection:         name,
+				BaseURL:            c.BaseURL,
+				Token:              token,
+				APIVersion:         c.APIVersion,
+				LeadStage:          c.LeadStage,
+				UserStage:          c.UserStage,
+				MarkerProperty:     c.Marker(),
+				ExternalIDProperty: c.ExternalIDProperty,
+				Timeout:            time.Duration(c.Timeout),
+				Observe:            in.metrics.CRMRequest(name),
+				RateLimit:          in.metrics.CRMRateLimit(name),
+			})
+			if err != nil {
+				errs = append(errs, fmt.Errorf("connections.%s: %w", name, err))
+				continue
+			}
+			crms[name], hubspots[name] = cl, cl
 			continue
 		}
 		cl, err := intercom.New(intercom.Config{
@@ -334,20 +360,40 @@ func (in *instance) connections(f *config.File) (map[string]ports.CRM, error) {
 	return crms, errors.Join(errs...)
 }
 
-// verify checks each connection's token with the CRM and warns about custom
-// attributes the campaigns map but the workspace lacks (those creates would
-// be refused and dead-lettered). A dry run only reads: it reports a missing
-// marker attribute instead of creating it.
+// crmNames are the connections this process has a CRM client for, sorted.
+func (in *instance) crmNames() []string {
+	names := make([]string, 0, len(in.clients)+len(in.hubspots))
+	for name := range in.clients {
+		names = append(names, name)
+	}
+	for name := range in.hubspots {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// verify checks each connection's token with the CRM and its account: for
+// Intercom it warns about custom attributes the campaigns map but the
+// workspace lacks (those creates would be refused and dead-lettered); for
+// HubSpot a mapped property the account lacks stops start-up, every one
+// listed. A dry run only reads: it reports a missing marker instead of
+// creating it, and property problems instead of failing.
 func (in *instance) verify(ctx context.Context, f *config.File) error {
 	var errs []error
-	for name, cl := range in.clients {
-		err := in.startStep(ctx, "verify the access token of connections."+name, crmTransient, func(ctx context.Context) error {
-			return in.verifyOne(ctx, f, name, cl)
-		})
+	for _, name := range in.crmNames() {
+		check := func(ctx context.Context) error { return in.verifyOne(ctx, f, name, in.clients[name]) }
+		if cl, ok := in.hubspots[name]; ok {
+			check = func(ctx context.Context) error { return in.verifyHubSpot(ctx, f, name, cl) }
+		}
+		err := in.startStep(ctx, "verify the access token of connections."+name, crmTransient, check)
 		if interrupted(err) {
 			return err
 		}
-		if ports.KindOf(err) == ports.Unauthorized {
+		var pe *hubspot.PropertyError
+		if errors.As(err, &pe) {
+			errs = append(errs, fmt.Errorf("connections.%s: the HubSpot account's contact properties do not fit the campaigns: %w", name, pe))
+		} else if ports.KindOf(err) == ports.Unauthorized {
 			errs = append(errs, fmt.Errorf("connections.%s: the CRM refused the access token: %w", name, err))
 		} else if err != nil {
 			errs = append(errs, fmt.Errorf("connections.%s: cannot verify the access token: %w", name, err))
@@ -406,10 +452,83 @@ func (in *instance) ensureMarker(ctx context.Context, name string, c config.Conn
 	return nil
 }
 
+// verifyHubSpot checks one HubSpot connection once: the token (by listing
+// the contact properties), the marker property (created when missing, so a
+// lost create can be found again), and every property the campaigns map.
+func (in *instance) verifyHubSpot(ctx context.Context, f *config.File, name string, cl *hubspot.Client) error {
+	vctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	marker := f.Connections[name].Marker()
+	if !in.opt.dryRun {
+		// Listing first proves the token, so that a refusal of the create
+		// below is the missing scope and not a bad token.
+		if _, err := cl.Properties(vctx); err != nil {
+			return err
+		}
+		created, err := cl.EnsureMarker(vctx)
+		if ports.KindOf(err) == ports.Unauthorized {
+			return fmt.Errorf("the access token may not create contact properties (it lacks the scope crm.schemas.contacts.write); "+
+				"create the single-line text contact property %q in HubSpot (Settings → Properties) or grant the token that scope: %w", marker, err)
+		}
+		if err != nil {
+			return fmt.Errorf("create marker property %q: %w", marker, err)
+		}
+		if created {
+			in.log.Info("created the marker property in the HubSpot account", "connection", name, "property", marker)
+		}
+	}
+	err := cl.CheckProperties(vctx, mappedProperties(f, name))
+	var pe *hubspot.PropertyError
+	if in.opt.dryRun && errors.As(err, &pe) {
+		in.log.Warn("dry run: the HubSpot account's contact properties do not fit the campaigns; the service would not start until they do "+
+			"(the marker property, if listed, is created at start-up)", "connection", name, "problems", pe.Error())
+		return nil
+	}
+	return err
+}
+
+// mappedProperties are the HubSpot property names the campaigns on the
+// connection map to. Validation has already refused every target that is
+// not a property name, but email and external_id, which the adapter writes
+// to email and the external id property and checks itself.
+func mappedProperties(f *config.File, conn string) []string {
+	var out []string
+	add := func(c *config.Campaign) {
+		if c == nil || c.Connection != conn || c.Referrers.Action == string(domain.ActionNothing) {
+			return
+		}
+		for _, fl := range c.Referrers.Fields {
+			if fl.To != domain.TargetEmail && fl.To != domain.TargetExternalID && !slices.Contains(out, fl.To) {
+				out = append(out, fl.To)
+			}
+		}
+	}
+	for _, c := range f.Campaigns {
+		add(&c)
+	}
+	add(f.DefaultCampaign)
+	slices.Sort(out)
+	return out
+}
+
 // checkAttributes repeats start-up's check of mapped custom attributes
-// against each workspace, for settings loaded later. Failures to ask are
-// logged, not fatal: the settings are in force either way.
+// (Intercom) and contact properties (HubSpot) against each account, for
+// settings loaded later. Problems and failures to ask are logged, not
+// fatal: the settings are in force either way.
 func (in *instance) checkAttributes(ctx context.Context, f *config.File) {
+	for name, cl := range in.hubspots {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := cl.CheckProperties(pctx, mappedProperties(f, name))
+		cancel()
+		var pe *hubspot.PropertyError
+		switch {
+		case errors.As(err, &pe):
+			in.log.Warn("the HubSpot account's contact properties do not fit the new settings; creates that write the missing ones will be refused and dead-lettered until they exist",
+				"connection", name, "problems", pe.Error())
+		case err != nil:
+			in.log.Warn("could not list the HubSpot account's contact properties to check the new settings", "connection", name, "error", err)
+		}
+	}
 	for name, cl := range in.clients {
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		attrs, err := cl.Attributes(actx)
