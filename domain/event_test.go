@@ -68,11 +68,11 @@ func wantExample() domain.ReferrerJoined {
 
 // structured builds a structured-mode event from the example with one data
 // fragment replaced, keeping the test cases short.
-func structured(old, new string) string {
+func structured(old, replacement string) string {
 	if !strings.Contains(exampleEvent, old) {
 		panic("structured: fragment not found: " + old)
 	}
-	return strings.Replace(exampleEvent, old, new, 1)
+	return strings.Replace(exampleEvent, old, replacement, 1)
 }
 
 // equalEvent compares events with time.Time.Equal, so that only the instant

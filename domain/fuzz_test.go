@@ -1,6 +1,7 @@
 package domain_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -45,8 +46,8 @@ func FuzzDecodeEvent(f *testing.F) {
 		}
 		ev, err := domain.DecodeEvent(body, headers)
 		if err != nil {
-			inv, ok := err.(*domain.InvalidEventError)
-			if !ok {
+			var inv *domain.InvalidEventError
+			if !errors.As(err, &inv) {
 				t.Fatalf("error: got %T (%v), want *domain.InvalidEventError", err, err)
 			}
 			if !knownReasons[inv.Reason] {

@@ -105,6 +105,9 @@ func (f Field) problems(role Role, targets *Targets) []error {
 		if _, err := boolValue(f.Value); f.Value != nil && err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", to, err))
 		}
+	default:
+		// The name, phone, avatar, owner and custom attributes take any
+		// source and any value.
 	}
 	return errs
 }
@@ -205,26 +208,22 @@ func (c *Contact) set(targets *Targets, to string, v any) error {
 		return err
 	}
 	switch field {
-	case FieldEmail, FieldName, FieldPhone, FieldExternalID, FieldAvatar, FieldOwnerID:
-		s := stringValue(v)
-		switch field {
-		case FieldEmail:
-			e, err := NormalizeEmail(s)
-			if err != nil {
-				return err
-			}
-			c.Email = e
-		case FieldName:
-			c.Name = s
-		case FieldPhone:
-			c.Phone = s
-		case FieldExternalID:
-			c.ExternalID = s
-		case FieldAvatar:
-			c.Avatar = s
-		case FieldOwnerID:
-			c.OwnerID = s
+	case FieldEmail:
+		e, err := NormalizeEmail(stringValue(v))
+		if err != nil {
+			return err
 		}
+		c.Email = e
+	case FieldName:
+		c.Name = stringValue(v)
+	case FieldPhone:
+		c.Phone = stringValue(v)
+	case FieldExternalID:
+		c.ExternalID = stringValue(v)
+	case FieldAvatar:
+		c.Avatar = stringValue(v)
+	case FieldOwnerID:
+		c.OwnerID = stringValue(v)
 	case FieldSignedUpAt, FieldLastSeenAt:
 		u, err := unixValue(v)
 		if err != nil {

@@ -117,8 +117,8 @@ func DeadLetters(t *testing.T, newDL func(t *testing.T) DeadLettersHarness) {
 			const n = 16
 			errs := make([]error, n)
 			var wg sync.WaitGroup
-			for i := range n {
-				wg.Go(func() { errs[i] = h.DeadLetters.DeadLetter(t.Context(), full(uint64(100+i))) })
+			for i := range uint64(n) {
+				wg.Go(func() { errs[i] = h.DeadLetters.DeadLetter(t.Context(), full(100+i)) })
 			}
 			wg.Wait()
 			for i, err := range errs {

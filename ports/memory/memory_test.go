@@ -105,7 +105,7 @@ func (m *memCRM) fault(c memory.Call) memory.Fault {
 }
 
 func TestCRMConformance(t *testing.T) {
-	conformance.CRM(t, func(t *testing.T) conformance.CRMHarness {
+	conformance.CRM(t, func(_ *testing.T) conformance.CRMHarness {
 		m := &memCRM{now: time.Date(2026, 9, 1, 12, 0, 0, 0, time.UTC), faults: map[string]conformance.Fault{}}
 		crm := &memory.CRM{Now: m.clock, SearchLag: time.Minute, Fault: m.fault}
 		refused := &refusedCRM{crm: crm, m: m}
