@@ -326,7 +326,7 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 // Load reads and parses a file and applies environment overrides (NATS_URL).
 // It does not validate; call Validate.
 func Load(path string) (*File, error) {
-	b, err := os.ReadFile(path)
+	b, err := os.ReadFile(path) //nolint:gosec // G304: the operator names the configuration file
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}

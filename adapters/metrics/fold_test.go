@@ -41,7 +41,7 @@ func TestWatermillWorkersFolded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer res.Body.Close()
+	defer func() { _ = res.Body.Close() }() // read to the end below; a close error tells nothing
 	p := expfmt.NewTextParser(model.LegacyValidation)
 	mfs, err := p.TextToMetricFamilies(res.Body)
 	if err != nil {

@@ -50,8 +50,8 @@ type Metrics struct {
 // Option adjusts New.
 type Option func(*Metrics)
 
-// CampaignLabels, when false, replaces every campaign label value with
-// LabelAll. Campaign ids are bounded by the configuration already; this is
+// CampaignLabels turns the campaign label on or off; off replaces every
+// campaign label value with LabelAll. Campaign ids are bounded by the configuration already; this is
 // for deployments where one series per campaign is still too many.
 func CampaignLabels(on bool) Option { return func(m *Metrics) { m.campaignLabels = on } }
 

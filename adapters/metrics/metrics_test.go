@@ -212,8 +212,11 @@ func TestHealthEndpoints(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			b, _ := io.ReadAll(res.Body)
-			res.Body.Close()
+			b, err := io.ReadAll(res.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = res.Body.Close() // read to the end; a close error tells nothing
 			if res.StatusCode != tt.wantStatus || !strings.Contains(string(b), tt.wantBody) {
 				t.Errorf("got %d %q, want %d containing %q", res.StatusCode, b, tt.wantStatus, tt.wantBody)
 			}
