@@ -389,3 +389,90 @@ func TestHubSpotE2EMoveCampaignFromIntercom(t *testing.T) {
 		}
 	})
 }
+
+// hubspotOnlyConfig is a file with one hubspot connection and one campaign
+// that maps the given property names.
+func hubspotOnlyConfig(t *testing.T, storeDir, url string, properties ...string) *config.File {
+	t.Helper()
+	campaign := moveCampaignHubSpot[:strings.Index(moveCampaignHubSpot, "        - {from: referrer.id")]
+	for _, p := range properties {
+		campaign += fmt.Sprintf("        - {from: referrer.code, to: %s}\n", p)
+	}
+	return moveConfig(t, storeDir, fmt.Sprintf(moveHubSpotConnection, url), campaign)
+}
+
+// TestHubSpotStartUpChecksProperties: start-up creates the marker property
+// and refuses to run while a mapped property is missing, naming every one;
+// a dry run reports them instead; a reload checks again and logs; a token
+// that may not create properties is told which scope it lacks.
+func TestHubSpotStartUpChecksProperties(t *testing.T) {
+	t.Setenv("NATS_URL", "")
+	t.Setenv(hubspotTokenEnv, hubspotToken)
+	const readOnlyToken, freshToken = "e2e-hubspot-read-only", "e2e-hubspot-fresh"
+	emu, err := hsemu.New(hsemu.Config{Seed: 7, Tokens: map[string]hsemu.Account{
+		hubspotToken:  {ID: 1, Properties: []string{"referral_link"}, UniqueProperties: []string{"referrer_id"}},
+		readOnlyToken: {ID: 2, Properties: []string{"referral_link"}, UniqueProperties: []string{"referrer_id"}, ReadOnly: true},
+		freshToken:    {ID: 3, Properties: []string{"referral_link"}, UniqueProperties: []string{"referrer_id"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(emu)
+	t.Cleanup(func() { hs.Close(); emu.Close() })
+	store := t.TempDir()
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	missing := []string{"referral_link", "referral_code", "partner_tier"}
+
+	t.Run("a mapped property the account lacks stops start-up, every one named", func(t *testing.T) {
+		in, err := start(context.Background(), hubspotOnlyConfig(t, store, hs.URL, missing...), options{logger: log})
+		if err == nil {
+			in.close()
+			t.Fatal("start: got no error, want the missing properties")
+		}
+		if !strings.Contains(err.Error(), "connections.hubspot: the HubSpot account's contact properties do not fit the campaigns: missing contact properties: partner_tier, referral_code") {
+			t.Errorf("start: got %v, want connections.hubspot and exactly partner_tier, referral_code missing", err)
+		}
+	})
+
+	t.Run("a reload checks the new settings and logs what is missing", func(t *testing.T) {
+		in, err := start(context.Background(), hubspotOnlyConfig(t, store, hs.URL, "referral_link"), options{logger: log})
+		if err != nil {
+			t.Fatalf("start: %v", err)
+		}
+		defer in.close()
+		in.checkAttributes(context.Background(), hubspotOnlyConfig(t, store, hs.URL, missing...))
+		if out := logs.String(); !strings.Contains(out, "do not fit the new settings") || !strings.Contains(out, "missing contact properties: partner_tier, referral_code") {
+			t.Errorf("log: got\n%s\nwant a warning naming partner_tier and referral_code", out)
+		}
+	})
+
+	t.Run("a dry run reports the missing properties and creates nothing", func(t *testing.T) {
+		t.Setenv(hubspotTokenEnv, freshToken) // an account without the marker property
+		creates := hubspotRequests(emu, hsemu.OpCreateProperty, false)
+		in, err := start(context.Background(), hubspotOnlyConfig(t, store, hs.URL, missing...), options{logger: log, dryRun: true})
+		if err != nil {
+			t.Fatalf("start --dry-run: %v", err)
+		}
+		in.close()
+		if out := logs.String(); !strings.Contains(out, "dry run: the HubSpot account's contact properties do not fit the campaigns") ||
+			!strings.Contains(out, "missing contact properties: partner_tier, referral_code, referrer_sync_event_id") {
+			t.Errorf("log: got\n%s\nwant the dry run's report naming the marker property too", out)
+		}
+		if got := hubspotRequests(emu, hsemu.OpCreateProperty, false); got != creates {
+			t.Errorf("property creates during the dry run: got %d, want none", got-creates)
+		}
+	})
+
+	t.Run("a token that may not create the marker property is told the scope", func(t *testing.T) {
+		t.Setenv(hubspotTokenEnv, readOnlyToken)
+		in, err := start(context.Background(), hubspotOnlyConfig(t, store, hs.URL, "referral_link"), options{logger: log})
+		if err == nil {
+			in.close()
+			t.Fatal("start: got no error, want the missing scope")
+		}
+		if !strings.Contains(err.Error(), "crm.schemas.contacts.write") || !strings.Contains(err.Error(), `"referrer_sync_event_id"`) {
+			t.Errorf("start: got %v, want the scope and the property named", err)
+		}
+	})
+}
