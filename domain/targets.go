@@ -34,8 +34,6 @@ const (
 // MapContact agree on what a target means. A Targets is read-only once
 // built: campaigns share it.
 type Targets struct {
-	// Kind names the connection type in messages, e.g. "hubspot".
-	Kind string
 	// Fields maps each standard target name to the field it sets.
 	Fields map[string]ContactField
 	// CustomPrefix, when set, starts every custom target (Intercom's
@@ -60,7 +58,6 @@ type Targets struct {
 // standardTargets is the vocabulary of the Target constants: Intercom's
 // contact fields and custom attributes under TargetCustomPrefix.
 var standardTargets = &Targets{
-	Kind: "intercom",
 	Fields: map[string]ContactField{
 		TargetEmail:        FieldEmail,
 		TargetName:         FieldName,

@@ -14,7 +14,6 @@ import (
 // fields, a few names are refused, external_id only with a property for it.
 func propertyTargets(externalID bool) *domain.Targets {
 	t := &domain.Targets{
-		Kind:         "hubspot",
 		Fields:       map[string]domain.ContactField{"email": domain.FieldEmail, "phone": domain.FieldPhone},
 		CustomName:   regexp.MustCompile(`^[a-z][a-z0-9_]*$`),
 		CustomMaxLen: 100,

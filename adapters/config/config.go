@@ -243,7 +243,6 @@ var hubspotReadOnly = []string{"email", "lifecyclestage", "hs_object_id", "creat
 func hubspotTargets(c Connection) *domain.Targets {
 	const intercomOnly = "an Intercom contact field that HubSpot contacts do not have; map the value to a custom property instead"
 	t := &domain.Targets{
-		Kind:       TypeHubSpot,
 		Fields:     map[string]domain.ContactField{"email": domain.FieldEmail, "phone": domain.FieldPhone},
 		CustomName: hubspotPropertyRE,
 		CustomNoun: "property name",
