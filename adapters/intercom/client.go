@@ -308,7 +308,7 @@ func (c *Client) rateLimited(op string, d time.Duration, res *response) *ports.E
 func (c *Client) backoff(ctx context.Context, n int) error {
 	ceiling := backoffBase << min(n-1, 10)
 	ceiling = min(ceiling, backoffCap)
-	d := ceiling/2 + rand.N(ceiling/2+1)
+	d := ceiling/2 + rand.N(ceiling/2+1) //nolint:gosec // G404: backoff jitter spreads retries; nothing secret depends on it
 	if pastDeadline(ctx, d) {
 		return context.DeadlineExceeded
 	}
@@ -347,7 +347,7 @@ func (c *Client) attempt(ctx context.Context, k call) (res response, sent bool, 
 		return response{}, gotConn.Load() || !isDialError(err), err
 	}
 	data, rerr := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
-	resp.Body.Close()
+	_ = resp.Body.Close() // what was read decides; a close error changes nothing
 	c.observeAttempt(k.op, resp.StatusCode, time.Since(start))
 	c.recordRateLimit(resp.Header)
 	if rerr != nil {
@@ -409,7 +409,7 @@ func (c *Client) recordRateLimit(h http.Header) {
 // resetWait is how long to wait after a 429: until X-RateLimit-Reset plus
 // jitter (Intercom documents no Retry-After), capped against clock skew.
 func (c *Client) resetWait(h http.Header) time.Duration {
-	jitter := rand.N(rateLimitJitter)
+	jitter := rand.N(rateLimitJitter) //nolint:gosec // G404: jitter spreads retries after a reset; nothing secret depends on it
 	if sec, err := strconv.ParseInt(strings.TrimSpace(h.Get("X-RateLimit-Reset")), 10, 64); err == nil {
 		d := time.Unix(sec, 0).Sub(c.now())
 		return min(max(d, 0), maxResetWait) + jitter

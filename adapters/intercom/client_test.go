@@ -260,7 +260,10 @@ func TestCreateOutcomes(t *testing.T) {
 		{"forbidden", []http.HandlerFunc{errReply(403, "api_plan_restricted", "Active subscription needed.")}, ports.Created{}, ports.Unauthorized, false, 403, "api_plan_restricted", 1},
 		{"server error is uncertain and not retried", []http.HandlerFunc{errReply(500, "server_error", "boom"), contactReply(id, "lead", "", "", 1)},
 			ports.Created{}, ports.Transient, true, 500, "server_error", 1},
-		{"bad gateway html", []http.HandlerFunc{func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(502); fmt.Fprint(w, "<html>502</html>") }},
+		{"bad gateway html", []http.HandlerFunc{func(w http.ResponseWriter, _ *http.Request) {
+			w.WriteHeader(502)
+			_, _ = fmt.Fprint(w, "<html>502</html>")
+		}},
 			ports.Created{}, ports.Transient, true, 502, "", 1},
 		{"request timeout", []http.HandlerFunc{errReply(408, "request_timeout", "slow")}, ports.Created{}, ports.Transient, true, 408, "request_timeout", 1},
 		{"lost response is uncertain and not retried", []http.HandlerFunc{lostResponse, contactReply(id, "lead", "", "", 1)},
@@ -514,7 +517,9 @@ func closedURL(t *testing.T) string {
 		t.Fatal(err)
 	}
 	addr := l.Addr().String()
-	l.Close()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
 	return "http://" + addr
 }
 
@@ -570,7 +575,7 @@ func TestRateLimiting(t *testing.T) {
 		{"second window exceeds budget", func(c *fakeClock) []http.HandlerFunc {
 			return []http.HandlerFunc{tooMany(c, 8*time.Second), tooMany(c, 8*time.Second), created}
 		}, 15 * time.Second, true, 8 * time.Second, 8*time.Second + rateLimitJitter, 2},
-		{"no headers uses the default wait", func(c *fakeClock) []http.HandlerFunc {
+		{"no headers uses the default wait", func(_ *fakeClock) []http.HandlerFunc {
 			return []http.HandlerFunc{errReply(429, "rate_limit_exceeded", "x"), created}
 		}, 15 * time.Second, false, defaultRateLimitWait, defaultRateLimitWait + rateLimitJitter, 2},
 		{"skewed reset is capped", func(c *fakeClock) []http.HandlerFunc { return []http.HandlerFunc{tooMany(c, time.Hour), created} },

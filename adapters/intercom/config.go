@@ -153,9 +153,7 @@ func (c Config) Validate() error {
 		bad("Token", "contains whitespace, control or non-ASCII characters")
 	}
 	if m := c.MarkerAttribute; m != "" {
-		if len(m) > maxAttributeName || strings.IndexFunc(m, func(r rune) bool {
-			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-')
-		}) >= 0 {
+		if len(m) > maxAttributeName || strings.IndexFunc(m, func(r rune) bool { return !attributeRune(r) }) >= 0 {
 			bad("MarkerAttribute", "%q may contain only letters, digits, '_' and '-' (at most %d)", m, maxAttributeName)
 		}
 	}
@@ -279,4 +277,9 @@ func redactURL(raw string) string {
 		return raw
 	}
 	return u.Redacted()
+}
+
+// attributeRune reports whether r may appear in a custom attribute name.
+func attributeRune(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-'
 }

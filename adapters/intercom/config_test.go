@@ -161,7 +161,7 @@ func TestFormattingHidesToken(t *testing.T) {
 		"%v cfg":      fmt.Sprintf("%v", cfg),
 		"%+v cfg":     fmt.Sprintf("%+v", cfg),
 		"%#v cfg":     fmt.Sprintf("%#v", cfg),
-		"%s cfg":      fmt.Sprintf("%s", cfg),
+		"%s cfg":      fmt.Sprintf("%s", cfg), //nolint:staticcheck // S1025: the case is what the %s verb prints
 		"%v &cfg":     fmt.Sprintf("%v", &cfg),
 		"%v client":   fmt.Sprintf("%v", c),
 		"%+v client":  fmt.Sprintf("%+v", c),

@@ -48,7 +48,11 @@ func TestConformance(t *testing.T) {
 			Caps:      conformance.CRMCaps{UniqueEmail: false, ExternalIDs: true, Paces: true},
 			SearchLag: lag,
 			Now:       time.Now, // the client judges deadlines by the wall clock
-			Advance:   func(d time.Duration) { e.clock.Sleep(context.Background(), d) },
+			Advance: func(d time.Duration) {
+				if err := e.clock.Sleep(context.Background(), d); err != nil {
+					t.Errorf("advance the clock: %v", err)
+				}
+			},
 			Inject: func(op conformance.Op, f conformance.Fault) {
 				switch f {
 				case conformance.ServerError:
@@ -75,7 +79,7 @@ func TestConformance(t *testing.T) {
 				if err != nil {
 					t.Fatalf("spend the window: %v", err)
 				}
-				res.Body.Close()
+				_ = res.Body.Close() // only the status matters
 				if res.StatusCode != http.StatusTooManyRequests {
 					t.Fatalf("spend the window: HTTP %d, want 429", res.StatusCode)
 				}

@@ -19,7 +19,7 @@ func TestConnectionsAreReused(t *testing.T) {
 	const workers, rounds = 16, 4
 	var dialled atomic.Int64
 	var gate sync.WaitGroup
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		gate.Done()
 		gate.Wait() // all of a round's requests are in flight together
 		w.Header().Set("Content-Type", "application/json")

@@ -256,7 +256,9 @@ func TestEmulatorFind(t *testing.T) {
 	// More leads than one search page (150) holds.
 	const leads = 152
 	for i := range leads {
-		e.clock.Sleep(ctx, time.Second) // distinct created_at values
+		if err := e.clock.Sleep(ctx, time.Second); err != nil { // distinct created_at values
+			t.Fatal(err)
+		}
 		if _, err := c.Create(ctx, domain.Contact{Role: domain.RoleLead, Email: email, Name: fmt.Sprint("lead ", i)}); err != nil {
 			t.Fatal(err)
 		}
@@ -352,7 +354,9 @@ func TestEmulatorSearchLag(t *testing.T) {
 	if err != nil || len(got) != 0 {
 		t.Errorf("Find(email) inside the lag = %+v, %v; want nothing yet", got, err)
 	}
-	e.clock.Sleep(ctx, 3*time.Minute)
+	if err := e.clock.Sleep(ctx, 3*time.Minute); err != nil {
+		t.Fatal(err)
+	}
 	got, err = c.Find(ctx, domain.Identity{Email: "lag@example.com", ExternalID: "rf:lag"})
 	if err != nil || len(got) != 2 {
 		t.Errorf("Find() after the lag = %+v, %v; want the user and the lead", got, err)

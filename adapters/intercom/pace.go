@@ -123,7 +123,7 @@ func (p *pacer) admit(now time.Time, budget time.Duration, read bool) (wait time
 		if p.limit > 0 {
 			interval = rateWindow / time.Duration(p.limit)
 		}
-		turn = later(p.next, p.reset.Add(rand.N(rateLimitJitter)))
+		turn = later(p.next, p.reset.Add(rand.N(rateLimitJitter))) //nolint:gosec // G404: jitter spreads replicas after a reset; nothing secret depends on it
 	}
 	allowed := budget
 	if read {

@@ -22,7 +22,7 @@ func errorTexts(err error) []string {
 			return
 		}
 		out = append(out, e.Error(), fmt.Sprintf("%+v", e), fmt.Sprintf("%#v", e))
-		switch u := e.(type) {
+		switch u := e.(type) { //nolint:errorlint // walks the chain one level at a time, as errors.As does
 		case *scrubbedError:
 			// It exists to keep errors.Is/As working on a foreign error
 			// whose own text quoted the token; only its text is ours.
@@ -53,14 +53,14 @@ func echoToken(status int, kind string) http.HandlerFunc {
 		case "html":
 			w.Header().Set("Content-Type", "text/html")
 			w.WriteHeader(status)
-			fmt.Fprintf(w, "<html>%s<pre>%s</pre></html>", strings.Repeat("x", 150), auth)
+			_, _ = fmt.Fprintf(w, "<html>%s<pre>%s</pre></html>", strings.Repeat("x", 150), auth)
 		case "long":
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(status)
-			fmt.Fprintf(w, `{"type":"error.list","errors":[{"code":"c","message":"%s%s"}]}`, strings.Repeat("y", maxMessageLen-10), tok)
+			_, _ = fmt.Fprintf(w, `{"type":"error.list","errors":[{"code":"c","message":"%s%s"}]}`, strings.Repeat("y", maxMessageLen-10), tok)
 		default:
 			w.WriteHeader(status)
-			fmt.Fprint(w, auth)
+			_, _ = fmt.Fprint(w, auth)
 		}
 	}
 }
@@ -118,7 +118,7 @@ func TestTokenNeverInErrors(t *testing.T) {
 		path{name: "timeout", base: func(t *testing.T) string { return serve(t, hang(t)).URL },
 			mod: func(c *Config) { c.Timeout = 20 * time.Millisecond; c.MaxAttempts = 2 }, wantAny: true},
 		path{name: "dial error", base: closedURL, mod: func(c *Config) { c.MaxAttempts = 2 }, wantAny: true},
-		path{name: "malformed success", base: server(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "{") }), wantAny: true},
+		path{name: "malformed success", base: server(func(w http.ResponseWriter, _ *http.Request) { _, _ = fmt.Fprint(w, "{") }), wantAny: true},
 		path{name: "leaky transport", base: func(*testing.T) string { return "http://intercom.test" },
 			mod: func(c *Config) { c.HTTPClient = &http.Client{Transport: leakyTransport{}}; c.MaxAttempts = 1 }, wantAny: true},
 	)

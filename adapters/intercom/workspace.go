@@ -180,7 +180,7 @@ func (c *Client) CreateAttribute(ctx context.Context, name, dataType, descriptio
 			return c.fail(&ports.Error{Op: OpCreateAttribute, Kind: ports.Permanent,
 				Message: fmt.Sprintf("%q is a standard attribute, not a custom one", name)})
 		}
-		if a.DataType != dataType && !(dataType == "datetime" && a.DataType == "date") {
+		if compatible := a.DataType == dataType || dataType == "datetime" && a.DataType == "date"; !compatible {
 			return c.fail(&ports.Error{Op: OpCreateAttribute, Kind: ports.Permanent,
 				Message: fmt.Sprintf("attribute %q exists with data type %q, not %q", name, a.DataType, dataType)})
 		}

@@ -205,7 +205,7 @@ func TestCreateConflicts(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				resp.Body.Close()
+				_ = resp.Body.Close() // only the status matters
 				statuses <- resp.StatusCode
 			})
 		}

@@ -146,7 +146,7 @@ func (e *env) do(method, path string, body any, opts ...opt) result {
 	if err != nil {
 		e.t.Fatalf("%s %s: %v", method, path, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // read to the end below
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
 		e.t.Fatalf("%s %s: read body: %v", method, path, err)

@@ -281,12 +281,13 @@ func (c *call) value(ct *Contact, field string, k kind) any {
 				return f
 			}
 			return nil
+		default: // strings and booleans
+			val, ok := scalar(k, raw)
+			if !ok {
+				return nil
+			}
+			return val
 		}
-		val, ok := scalar(k, raw)
-		if !ok {
-			return nil
-		}
-		return val
 	}
 	if v == "" {
 		return nil
@@ -382,6 +383,8 @@ func (c *call) match(f *filter, ct *Contact) bool {
 		case "$":
 			return strings.HasSuffix(a, b)
 		}
+	default:
+		// Booleans take only =, !=, IN and NIN, answered above.
 	}
 	return false
 }

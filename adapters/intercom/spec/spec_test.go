@@ -223,12 +223,12 @@ func TestTransport(t *testing.T) {
 		w.Header().Set("Content-Type", "application/json")
 		switch r.URL.Path {
 		case "/contacts/good":
-			io.WriteString(w, goodContact)
+			_, _ = io.WriteString(w, goodContact)
 		case "/contacts/bad":
-			io.WriteString(w, `{"type":"contact","created_at":"yesterday"}`)
+			_, _ = io.WriteString(w, `{"type":"contact","created_at":"yesterday"}`)
 		default:
 			w.WriteHeader(http.StatusConflict)
-			io.WriteString(w, `{"type":"error.list","errors":[{"code":"conflict","message":"x"}]}`)
+			_, _ = io.WriteString(w, `{"type":"error.list","errors":[{"code":"conflict","message":"x"}]}`)
 		}
 	}))
 	defer srv.Close()
@@ -258,7 +258,7 @@ func TestTransport(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s %s: %v", method, path, err)
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }() // read to the end below
 		b, err := io.ReadAll(resp.Body)
 		if err != nil {
 			t.Fatal(err)
