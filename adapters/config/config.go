@@ -53,8 +53,8 @@ type NATS struct {
 	DeadLetterStream  string `yaml:"dead_letter_stream"`
 	Workers           int    `yaml:"workers"`
 	// PullBatch is how many messages one pull request asks for; the
-	// process holds at most about this many that no worker has started.
-	// Default 8.
+	// process holds at most this many that no worker has started.
+	// Default: workers.
 	PullBatch int `yaml:"pull_batch"`
 	// AckWait, MaxDeliver and MaxAckPending configure the durable
 	// consumer. Unset, the durable is created with 30s, unlimited and

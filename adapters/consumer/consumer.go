@@ -31,11 +31,13 @@ var errRetry = errors.New("retry later")
 
 // doubleAck selects the acknowledgement: a double ack waits for the
 // server's confirmation, a plain ack is sent and not waited for. Measured
-// (README, "Performance"), the plain ack is the faster by far, and what the
-// round trip bought, knowing that no acknowledgement was lost, the ledger
-// now makes unnecessary: a lost ack means one redelivery, which the ledger
-// answers as a duplicate. The connection is flushed before a drain ends, so
-// acks written during the drain reach the server.
+// with the bench's pipeline configuration (32 workers, batches of 32;
+// median of three, as a share of raw consume), the plain ack gives 1.07,
+// the double ack 0.60. What the round trip bought, knowing that no
+// acknowledgement was lost, the ledger now makes unnecessary: a lost ack
+// means one redelivery, which the ledger answers as a duplicate. The
+// connection is flushed before a drain ends, so acks written during the
+// drain reach the server before it counts as finished.
 const doubleAck = false
 
 // Consumer runs a Watermill router over the durable pull consumer. Its
