@@ -287,6 +287,7 @@ func (c *Client) send(ctx context.Context, k call) (response, error) {
 			return response{}, pe
 		case s == statusLocked:
 			pe := c.statusError(k.op, res)
+			//nolint:gosec // G404: jitter spreads the retries of a locked contact; nothing secret depends on it
 			if err := waitFor(lockedWait+rand.N(rateLimitJitter), func(d time.Duration) *ports.Error { pe.RetryAfter = d; return pe }); err != nil {
 				return response{}, err
 			}
@@ -326,7 +327,7 @@ func (c *Client) notSent(op string, d time.Duration) *ports.Error {
 // limit: Retry-After when sent (HubSpot documents none, its SDKs honour
 // it), else a second for search, else the announced interval, plus jitter.
 func (c *Client) wait429(res response, search bool) time.Duration {
-	jitter := rand.N(rateLimitJitter)
+	jitter := rand.N(rateLimitJitter) //nolint:gosec // G404: jitter spreads retries; nothing secret depends on it
 	def := time.Second
 	if !search {
 		def = defaultInterval
@@ -359,7 +360,7 @@ func pastDeadline(ctx context.Context, d time.Duration) bool {
 // exponential ceiling.
 func (c *Client) backoff(ctx context.Context, n int) error {
 	ceiling := min(backoffBase<<min(n-1, 10), backoffCap)
-	d := ceiling/2 + rand.N(ceiling/2+1)
+	d := ceiling/2 + rand.N(ceiling/2+1) //nolint:gosec // G404: backoff jitter spreads retries; nothing secret depends on it
 	if pastDeadline(ctx, d) {
 		return context.DeadlineExceeded
 	}
@@ -396,7 +397,7 @@ func (c *Client) attempt(ctx context.Context, k call) (res response, sent bool, 
 		return response{}, gotConn.Load() || !isDialError(err), err
 	}
 	data, rerr := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
-	resp.Body.Close()
+	_ = resp.Body.Close() // what was read decides; a close error changes nothing
 	c.observeAttempt(k.op, resp.StatusCode, time.Since(start))
 	c.recordRateLimit(resp.Header)
 	if rerr != nil {

@@ -163,7 +163,9 @@ func TestLostCreateResolvedWithoutASecondContact(t *testing.T) {
 				t.Errorf("create sent %d times, want once: it must not be repeated blindly", n)
 			}
 			applied := len(e.emu.Contacts(emuToken)) == 1
-			e.emu.SetFaults(emulator.Faults{})
+			if err := e.emu.SetFaults(emulator.Faults{}); err != nil {
+				t.Fatal(err)
+			}
 			// What the application does next: look the person up by email
 			// and the marker. The read is consistent, despite the hour of
 			// search lag.
@@ -424,7 +426,9 @@ func TestRateLimitHonoured(t *testing.T) {
 			t.Errorf("Create = %v, RetryAfter %v; want RateLimited 429 with the interval", err, pe.RetryAfter)
 		}
 		// Once the burst is over, the create goes through after a wait.
-		e.emu.SetFaults(emulator.Faults{})
+		if err := e.emu.SetFaults(emulator.Faults{}); err != nil {
+			t.Fatal(err)
+		}
 		if _, err := c.Create(ctx, lead("a@example.com", "")); err != nil {
 			t.Fatalf("Create after the burst: %v", err)
 		}
@@ -495,7 +499,7 @@ func TestTimesForDateProperties(t *testing.T) {
 		if err != nil || res.StatusCode != 201 {
 			t.Fatalf("create property: %v %v", res, err)
 		}
-		res.Body.Close()
+		_ = res.Body.Close() // only the status matters
 	}
 	c := e.client(emuToken, nil)
 	if err := c.CheckProperties(ctx, []string{"signed_up", "signup_day", "referral_link"}); err != nil {

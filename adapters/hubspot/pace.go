@@ -70,7 +70,7 @@ func (p *pacer) admit(now time.Time, budget time.Duration) (time.Duration, bool)
 			step = 0
 		}
 	} else {
-		turn = later(p.next, p.seen.Add(p.interval).Add(rand.N(rateLimitJitter)))
+		turn = later(p.next, p.seen.Add(p.interval).Add(rand.N(rateLimitJitter))) //nolint:gosec // G404: jitter spreads replicas; nothing secret depends on it
 	}
 	wait := turn.Sub(now)
 	if wait > budget {

@@ -25,7 +25,7 @@ func (s *Server) admin(w http.ResponseWriter, r *http.Request) {
 	write := func(status int, v any) {
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
 		w.WriteHeader(status)
-		json.NewEncoder(w).Encode(v)
+		_ = json.NewEncoder(w).Encode(v) // v is always encodable; a failed write reaches the client as a cut body
 	}
 	fail := func(status int, format string, args ...any) {
 		write(status, map[string]string{"error": fmt.Sprintf(format, args...)})
