@@ -38,6 +38,9 @@ func classify(err error) failure {
 		// Rate-limited is a wait, never a failed attempt: the request was
 		// not sent, and it will be when the CRM's window turns.
 		f.wait, f.certain = true, true
+	default:
+		// Transient, Unauthorized and NotFound are failed attempts; the
+		// error's certainty and delay, read above, are all there is.
 	}
 	return f
 }
@@ -51,8 +54,9 @@ func (f failure) cause() string {
 		return CauseUnauthorized
 	case ports.NotFound:
 		return CauseNotFound
+	default:
+		return CauseTransient
 	}
-	return CauseTransient
 }
 
 // deadLetterReason is the reason an event is dead-lettered with when it
@@ -83,7 +87,7 @@ func randomJitter(d time.Duration) time.Duration {
 	if d <= 0 {
 		return 0
 	}
-	return time.Duration(rand.Int64N(int64(d) + 1))
+	return time.Duration(rand.Int64N(int64(d) + 1)) //nolint:gosec // G404: jitter spreads retries; nothing secret depends on it
 }
 
 // until returns the delay to t from now, plus up to a quarter second of

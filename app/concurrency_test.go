@@ -49,7 +49,7 @@ func gateCreates(crm *memory.CRM, entered chan<- string, gates map[string]chan s
 }
 
 // handleAsync runs Handle in a goroutine; the verdict arrives on the channel.
-func handleAsync(svc *app.Service, ctx context.Context, m app.Message) <-chan app.Verdict {
+func handleAsync(ctx context.Context, svc *app.Service, m app.Message) <-chan app.Verdict {
 	ch := make(chan app.Verdict, 1)
 	go func() { ch <- svc.Handle(ctx, m) }()
 	return ch
@@ -63,21 +63,21 @@ func TestHandleSerialisesPerEmail(t *testing.T) {
 		gateCreates(h.crm, entered, gates)
 
 		// e1 enters the CRM for Ada and stays inside Create.
-		v1 := handleAsync(h.svc, context.Background(), ev{ID: "e1", Campaign: "camp_update"}.msg())
+		v1 := handleAsync(context.Background(), h.svc, ev{ID: "e1", Campaign: "camp_update"}.msg())
 		if got := recv(t, entered, "e1 to enter Create"); got != "e1" {
 			t.Fatalf("first to enter Create: got %s, want e1", got)
 		}
 
 		// e2, for Ada spelt differently, reaches the in-process wait.
 		ctx2 := watchDone(context.Background())
-		v2 := handleAsync(h.svc, ctx2, ev{ID: "e2", Campaign: "camp_update", Email: " ADA@example.COM"}.msg())
+		v2 := handleAsync(ctx2, h.svc, ev{ID: "e2", Campaign: "camp_update", Email: " ADA@example.COM"}.msg())
 		recv(t, ctx2.asked, "e2 to wait for the person's turn")
 
 		// e3 (Bob, same connection) and e4 (Ada, other connection) are not
 		// held up by e1.
-		checkVerdict(t, recv(t, handleAsync(h.svc, context.Background(), ev{ID: "e3", Campaign: "camp_update", Email: bob}.msg()), "e3's verdict"),
+		checkVerdict(t, recv(t, handleAsync(context.Background(), h.svc, ev{ID: "e3", Campaign: "camp_update", Email: bob}.msg()), "e3's verdict"),
 			createdC1)
-		checkVerdict(t, recv(t, handleAsync(h.svc, context.Background(), ev{ID: "e4", Campaign: "camp_eu"}.msg()), "e4's verdict"),
+		checkVerdict(t, recv(t, handleAsync(context.Background(), h.svc, ev{ID: "e4", Campaign: "camp_eu"}.msg()), "e4's verdict"),
 			createdC1)
 
 		// While e1 is still inside Create, e2 has touched neither the CRM
@@ -107,13 +107,13 @@ func TestHandleSerialisesPerEmail(t *testing.T) {
 		gates := map[string]chan struct{}{"e1": make(chan struct{})}
 		gateCreates(h.crm, entered, gates)
 
-		v1 := handleAsync(h.svc, context.Background(), ev{ID: "e1"}.msg())
+		v1 := handleAsync(context.Background(), h.svc, ev{ID: "e1"}.msg())
 		recv(t, entered, "e1 to enter Create")
 
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		ctx2 := watchDone(ctx)
-		v2 := handleAsync(h.svc, ctx2, ev{ID: "e2"}.msg())
+		v2 := handleAsync(ctx2, h.svc, ev{ID: "e2"}.msg())
 		recv(t, ctx2.asked, "e2 to wait for the person's turn")
 		cancel()
 		checkVerdict(t, recv(t, v2, "e2's verdict"), app.Verdict{Retry: true, Wait: true, Reason: app.CauseCancelled})
@@ -525,7 +525,7 @@ func TestStaleWriter(t *testing.T) {
 		},
 		{
 			name: "a record that keeps changing: the delivery gives up after a bound, as a wait, having sent nothing",
-			setup: func(t *testing.T, h *harness) {
+			setup: func(_ *testing.T, h *harness) {
 				h.ledger.Fault = func(op string) error {
 					if op == "put" {
 						return ports.ErrConflict

@@ -517,7 +517,7 @@ func TestDeadLetterRecord(t *testing.T) {
 		},
 		{
 			name: "CRM rejection at the first attempt",
-			setup: func(t *testing.T, h *harness) {
+			setup: func(_ *testing.T, h *harness) {
 				faults(h).on("create", 0, memory.Fault{Err: &ports.Error{Op: "create", Kind: ports.Permanent, Status: 422}})
 			},
 			msg: withHeaders(ev{ID: "evt-9"}.msg()),

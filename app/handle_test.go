@@ -472,7 +472,7 @@ func TestHandle(t *testing.T) {
 		// Existing contacts.
 		{
 			name:         "existing contact with policy skip writes nothing to the CRM",
-			setup:        func(t *testing.T, h *harness) { h.crm.Seed(domain.Match{ID: "l1", Role: domain.RoleLead, Email: ada}) },
+			setup:        func(_ *testing.T, h *harness) { h.crm.Seed(domain.Match{ID: "l1", Role: domain.RoleLead, Email: ada}) },
 			msg:          ev{}.msg(),
 			want:         app.Verdict{Outcome: domain.OutcomeSkipped, ContactID: "l1"},
 			wantCRM:      []string{"find email:ada@example.com"},
@@ -482,7 +482,7 @@ func TestHandle(t *testing.T) {
 		},
 		{
 			name:         "existing contact with policy update is updated without a role or marker",
-			setup:        func(t *testing.T, h *harness) { h.crm.Seed(domain.Match{ID: "l1", Role: domain.RoleLead, Email: ada}) },
+			setup:        func(_ *testing.T, h *harness) { h.crm.Seed(domain.Match{ID: "l1", Role: domain.RoleLead, Email: ada}) },
 			msg:          ev{Campaign: "camp_update"}.msg(),
 			want:         app.Verdict{Outcome: domain.OutcomeUpdated, ContactID: "l1"},
 			wantCRM:      []string{"find email:ada@example.com", "update l1"},
@@ -497,7 +497,7 @@ func TestHandle(t *testing.T) {
 		},
 		{
 			name: "several matches: the user is updated before an older lead",
-			setup: func(t *testing.T, h *harness) {
+			setup: func(_ *testing.T, h *harness) {
 				h.crm.Seed(
 					domain.Match{ID: "l1", Role: domain.RoleLead, Email: ada, CreatedAt: 1},
 					domain.Match{ID: "u2", Role: domain.RoleUser, Email: ada, CreatedAt: 9},
@@ -516,7 +516,7 @@ func TestHandle(t *testing.T) {
 		},
 		{
 			name: "several matches: the external id match is updated first",
-			setup: func(t *testing.T, h *harness) {
+			setup: func(_ *testing.T, h *harness) {
 				h.crm.Seed(
 					domain.Match{ID: "u1", Role: domain.RoleUser, Email: ada, CreatedAt: 1},
 					domain.Match{ID: "l9", Role: domain.RoleLead, Email: "old@example.com", ExternalID: "usr_8812", CreatedAt: 9},
@@ -618,7 +618,7 @@ func TestHandle(t *testing.T) {
 		// Creates whose outcome is unknown, this event's own.
 		{
 			name:         "an uncertain create failure keeps the create pending and counts a failure",
-			setup:        func(t *testing.T, h *harness) { faults(h).on("create", 1, memory.Fault{Err: lostErr}) },
+			setup:        func(_ *testing.T, h *harness) { faults(h).on("create", 1, memory.Fault{Err: lostErr}) },
 			msg:          ev{}.msg(),
 			want:         retryTrans,
 			wantCRM:      []string{"find email:ada@example.com", "create lead ada@example.com"},
@@ -628,7 +628,7 @@ func TestHandle(t *testing.T) {
 		},
 		{
 			name:         "a create applied whose response was lost keeps the create pending",
-			setup:        func(t *testing.T, h *harness) { faults(h).on("create", 1, memory.Fault{LoseResponse: true}) },
+			setup:        func(_ *testing.T, h *harness) { faults(h).on("create", 1, memory.Fault{LoseResponse: true}) },
 			msg:          ev{}.msg(),
 			want:         retryTrans,
 			wantCRM:      []string{"find email:ada@example.com", "create lead ada@example.com"},
@@ -638,7 +638,7 @@ func TestHandle(t *testing.T) {
 		},
 		{
 			name:         "a certain create failure releases the pending create and counts a failure",
-			setup:        func(t *testing.T, h *harness) { faults(h).on("create", 1, memory.Fault{Err: transientErr}) },
+			setup:        func(_ *testing.T, h *harness) { faults(h).on("create", 1, memory.Fault{Err: transientErr}) },
 			msg:          ev{}.msg(),
 			want:         retryTrans,
 			wantCRM:      []string{"find email:ada@example.com", "create lead ada@example.com"},
@@ -648,7 +648,7 @@ func TestHandle(t *testing.T) {
 		},
 		{
 			name: "a create whose not-after passed before it could be sent is not sent: its pending create is released",
-			setup: func(t *testing.T, h *harness) {
+			setup: func(_ *testing.T, h *harness) {
 				// The worker is held up between recording the pending
 				// create and sending it until the not-after has passed.
 				h.ledger.Fault = func(op string) error {
@@ -668,7 +668,7 @@ func TestHandle(t *testing.T) {
 		},
 		{
 			name: "a create not confirmed within its lease is retried, its pending create kept, the error says why",
-			setup: func(t *testing.T, h *harness) {
+			setup: func(_ *testing.T, h *harness) {
 				faults(h).with("create", func(memory.Call) { h.clock.Advance(lease) },
 					memory.Fault{Err: &ports.Error{Op: "create", Kind: ports.Transient, Uncertain: true, Err: context.DeadlineExceeded}})
 			},
@@ -678,7 +678,7 @@ func TestHandle(t *testing.T) {
 			wantRetries:  []string{"camp_lead|transient"},
 			wantLedger:   adaRec + " pending=evt-1@10:00:15 | evt-1 failing failures=1 reason=transient",
 			wantContacts: []string{},
-			check: func(t *testing.T, h *harness, v app.Verdict) {
+			check: func(t *testing.T, _ *harness, v app.Verdict) {
 				if v.Err == nil || !strings.Contains(v.Err.Error(), "not confirmed within its lease") {
 					t.Errorf("error: got %v, want it to say the create was not confirmed within its lease", v.Err)
 				}
@@ -838,7 +838,7 @@ func TestHandle(t *testing.T) {
 		// CRM failures.
 		{
 			name:        "a transient search failure is retried and counted",
-			setup:       func(t *testing.T, h *harness) { faults(h).on("find", 0, memory.Fault{Err: transientErr}) },
+			setup:       func(_ *testing.T, h *harness) { faults(h).on("find", 0, memory.Fault{Err: transientErr}) },
 			msg:         ev{}.msg(),
 			want:        retryTrans,
 			wantCRM:     []string{"find email:ada@example.com"},
@@ -847,7 +847,7 @@ func TestHandle(t *testing.T) {
 		},
 		{
 			name: "a rate limited search is a wait until the CRM's window: no failure recorded, nothing written",
-			setup: func(t *testing.T, h *harness) {
+			setup: func(_ *testing.T, h *harness) {
 				faults(h).on("find", 0, memory.Fault{Err: &ports.Error{Op: "search", Kind: ports.RateLimited, Status: 429, RetryAfter: 30 * time.Second}})
 			},
 			msg:         ev{}.msg(),
@@ -862,7 +862,7 @@ func TestHandle(t *testing.T) {
 		},
 		{
 			name: "a rate limited create is a wait that releases its pending create: not sent, no failure",
-			setup: func(t *testing.T, h *harness) {
+			setup: func(_ *testing.T, h *harness) {
 				faults(h).on("create", 0, memory.Fault{Err: &ports.Error{Op: "create", Kind: ports.RateLimited, RetryAfter: 2 * time.Second}})
 			},
 			msg:          ev{}.msg(),
@@ -874,7 +874,7 @@ func TestHandle(t *testing.T) {
 		},
 		{
 			name: "an unclassified error is retried as transient",
-			setup: func(t *testing.T, h *harness) {
+			setup: func(_ *testing.T, h *harness) {
 				faults(h).on("find", 0, memory.Fault{Err: errors.New("connection reset")})
 			},
 			msg:         ev{}.msg(),
@@ -897,7 +897,7 @@ func TestHandle(t *testing.T) {
 		},
 		{
 			name:         "a permanent error on create is dead-lettered as crm_rejected, recorded, its pending create released",
-			setup:        func(t *testing.T, h *harness) { faults(h).on("create", 0, memory.Fault{Err: crmErr(ports.Permanent)}) },
+			setup:        func(_ *testing.T, h *harness) { faults(h).on("create", 0, memory.Fault{Err: crmErr(ports.Permanent)}) },
 			msg:          ev{}.msg(),
 			want:         deadReject,
 			wantCRM:      []string{"find email:ada@example.com", "create lead ada@example.com"},
@@ -980,7 +980,7 @@ func TestHandle(t *testing.T) {
 		},
 		{
 			name: "many deliveries without a failure are not dead-lettered: only failed attempts count",
-			setup: func(t *testing.T, h *harness) {
+			setup: func(_ *testing.T, h *harness) {
 				faults(h).on("find", 0, memory.Fault{Err: transientErr})
 			},
 			msg:         ev{}.at(1000),
@@ -1044,14 +1044,14 @@ func TestHandle(t *testing.T) {
 		},
 		{
 			name:        "a ledger read failure is a wait, with no CRM call",
-			setup:       func(t *testing.T, h *harness) { failLedger(h, "person", 0) },
+			setup:       func(_ *testing.T, h *harness) { failLedger(h, "person", 0) },
 			msg:         ev{}.msg(),
 			want:        waitLedger,
 			wantRetries: []string{"camp_lead|ledger"},
 		},
 		{
 			name:        "a failure to record the pending create is a wait, and nothing is created",
-			setup:       func(t *testing.T, h *harness) { failLedger(h, "put", 1) },
+			setup:       func(_ *testing.T, h *harness) { failLedger(h, "put", 1) },
 			msg:         ev{}.msg(),
 			want:        waitLedger,
 			wantCRM:     []string{"find email:ada@example.com"},
@@ -1059,7 +1059,7 @@ func TestHandle(t *testing.T) {
 		},
 		{
 			name:         "a failure to record the outcome after a create is a wait; the pending create stays for the redelivery",
-			setup:        func(t *testing.T, h *harness) { failLedger(h, "put", 2, 3, 4, 5, 6, 7, 8, 9, 10) },
+			setup:        func(_ *testing.T, h *harness) { failLedger(h, "put", 2, 3, 4, 5, 6, 7, 8, 9, 10) },
 			msg:          ev{}.msg(),
 			want:         waitLedger,
 			wantCRM:      []string{"find email:ada@example.com", "create lead ada@example.com"},
@@ -1069,7 +1069,7 @@ func TestHandle(t *testing.T) {
 		},
 		{
 			name: "a failure to record a failed attempt is a wait, logged",
-			setup: func(t *testing.T, h *harness) {
+			setup: func(_ *testing.T, h *harness) {
 				faults(h).on("find", 0, memory.Fault{Err: transientErr})
 				failLedger(h, "put", 0)
 			},
@@ -1086,7 +1086,7 @@ func TestHandle(t *testing.T) {
 		},
 		{
 			name: "a dead letter whose record cannot be written is a wait, not counted: the redelivery dead-letters it again",
-			setup: func(t *testing.T, h *harness) {
+			setup: func(_ *testing.T, h *harness) {
 				faults(h).on("create", 0, memory.Fault{Err: crmErr(ports.Permanent)})
 				failLedger(h, "put", 2, 3, 4, 5, 6, 7, 8, 9, 10)
 			},
@@ -1104,7 +1104,7 @@ func TestHandle(t *testing.T) {
 		// The last delivery the server will make.
 		{
 			name: "a failed attempt on the last delivery is dead-lettered as deliveries_exhausted and recorded",
-			setup: func(t *testing.T, h *harness) {
+			setup: func(_ *testing.T, h *harness) {
 				faults(h).on("find", 0, memory.Fault{Err: transientErr})
 			},
 			msg:          lastDelivery(ev{}.at(9)),
@@ -1124,7 +1124,7 @@ func TestHandle(t *testing.T) {
 			wantOutcomes: []string{"camp_lead|create_lead|dead_lettered|deliveries_exhausted"},
 			wantDead:     []string{app.ReasonDeliveriesExhausted},
 			wantLedger:   adaRec + " pending=evt-0@10:00:06 | evt-1 dead_lettered reason=deliveries_exhausted",
-			check: func(t *testing.T, h *harness, v app.Verdict) {
+			check: func(t *testing.T, _ *harness, v app.Verdict) {
 				if v.Err == nil || !strings.Contains(v.Err.Error(), "person_busy") {
 					t.Errorf("error: got %v, want it to name the last cause", v.Err)
 				}
@@ -1207,7 +1207,7 @@ func TestHandle(t *testing.T) {
 		// Dead-letter failures.
 		{
 			name: "dead-letter store failure is a wait, not counted",
-			setup: func(t *testing.T, h *harness) {
+			setup: func(_ *testing.T, h *harness) {
 				h.dlq.Fault = func(ports.DeadLetter) error { return errors.New("stream unavailable") }
 			},
 			msg:         delivery([]byte(`{`), 1),
@@ -1216,7 +1216,7 @@ func TestHandle(t *testing.T) {
 		},
 		{
 			name: "dead-letter store failure after a CRM rejection is retried, not counted, nothing recorded",
-			setup: func(t *testing.T, h *harness) {
+			setup: func(_ *testing.T, h *harness) {
 				faults(h).on("create", 0, memory.Fault{Err: crmErr(ports.Permanent)})
 				h.dlq.Fault = func(ports.DeadLetter) error { return errors.New("stream unavailable") }
 			},
@@ -1378,9 +1378,9 @@ func TestRedeliveries(t *testing.T) {
 			}
 		}
 	}
-	lost := func(t *testing.T, h *harness) { faults(h).on("create", 1, memory.Fault{LoseResponse: true}) }
-	findFails := func(t *testing.T, h *harness) { faults(h).on("find", 0, memory.Fault{Err: transientErr}) }
-	findWorks := func(t *testing.T, h *harness) { h.crm.Fault = nil }
+	lost := func(_ *testing.T, h *harness) { faults(h).on("create", 1, memory.Fault{LoseResponse: true}) }
+	findFails := func(_ *testing.T, h *harness) { faults(h).on("find", 0, memory.Fault{Err: transientErr}) }
+	findWorks := func(_ *testing.T, h *harness) { h.crm.Fault = nil }
 	const (
 		findAda       = "find email:ada@example.com"
 		findAdaMarked = "find email:ada@example.com marker:evt-1"
@@ -1423,7 +1423,7 @@ func TestRedeliveries(t *testing.T) {
 		},
 		{
 			name: "a lead create that committed after its client gave up is found within the search lag: one contact",
-			setup: func(t *testing.T, h *harness) {
+			setup: func(_ *testing.T, h *harness) {
 				h.crm.SearchLag = time.Minute
 				// It lands 4m05s after it was sent and is searchable a
 				// minute later, at 10:05:10: after the search lag counted
@@ -1448,7 +1448,7 @@ func TestRedeliveries(t *testing.T) {
 		},
 		{
 			name:  "a lead whose create was not applied is created again once the search lag has passed since its not-after",
-			setup: func(t *testing.T, h *harness) { faults(h).on("create", 1, memory.Fault{Err: lostErr}) },
+			setup: func(_ *testing.T, h *harness) { faults(h).on("create", 1, memory.Fault{Err: lostErr}) },
 			steps: []step{
 				{msg: ev{}.msg(), want: retryTrans, wantCRM: []string{findAda, createLead}},
 				{before: advance(lease + grace + app.DefaultSearchLag - time.Millisecond), msg: ev{}.at(2), want: awaitingFor(time.Millisecond),
@@ -1495,7 +1495,7 @@ func TestRedeliveries(t *testing.T) {
 		},
 		{
 			name:  "a user with an external id whose create was not applied is created again once its commit grace passed",
-			setup: func(t *testing.T, h *harness) { faults(h).on("create", 1, memory.Fault{Err: lostErr}) },
+			setup: func(_ *testing.T, h *harness) { faults(h).on("create", 1, memory.Fault{Err: lostErr}) },
 			steps: []step{
 				{msg: ev{Campaign: "camp_user"}.msg(), want: retryTrans, wantCRM: []string{"find email:ada@example.com xid:usr_8812", createUser}},
 				{before: advance(lease), msg: ev{Campaign: "camp_user"}.at(2), want: awaitingFor(grace),
@@ -1525,7 +1525,7 @@ func TestRedeliveries(t *testing.T) {
 		},
 		{
 			name:  "another event creates a user whose earlier create was proven not applied; the earlier event then updates it",
-			setup: func(t *testing.T, h *harness) { faults(h).on("create", 1, memory.Fault{Err: lostErr}) },
+			setup: func(_ *testing.T, h *harness) { faults(h).on("create", 1, memory.Fault{Err: lostErr}) },
 			steps: []step{
 				{msg: ev{Campaign: "camp_user"}.msg(), want: retryTrans, wantCRM: []string{"find email:ada@example.com xid:usr_8812", createUser}},
 				{before: advance(lease + grace), msg: ev{ID: "evt-2", Campaign: "camp_user"}.msg(), want: createdC1,
@@ -1546,7 +1546,7 @@ func TestRedeliveries(t *testing.T) {
 			},
 			steps: []step{
 				{msg: ev{}.msg(), want: waitLedger, wantCRM: []string{findEvt0}, check: ledgerIs(adaRec + " pending=evt-0@09:59:05")},
-				{before: func(t *testing.T, h *harness) { h.ledger.Fault = nil },
+				{before: func(_ *testing.T, h *harness) { h.ledger.Fault = nil },
 					msg: ev{}.at(2), want: app.Verdict{Outcome: domain.OutcomeSkipped, ContactID: "c9"}, wantCRM: []string{findEvt0}},
 				{msg: lastDelivery(ev{ID: "evt-0"}.at(5)), want: app.Verdict{Outcome: domain.OutcomeCreated, ContactID: "c9"}},
 			},
@@ -1556,12 +1556,12 @@ func TestRedeliveries(t *testing.T) {
 		},
 		{
 			name: "a result that could not be recorded is not created again: the redelivery finds its own create",
-			setup: func(t *testing.T, h *harness) {
+			setup: func(_ *testing.T, h *harness) {
 				failLedger(h, "put", 2, 3, 4, 5, 6, 7, 8, 9, 10)
 			},
 			steps: []step{
 				{msg: ev{}.msg(), want: waitLedger, wantCRM: []string{findAda, createLead}, check: ledgerIs(adaRec + " pending=evt-1@10:00:15")},
-				{before: func(t *testing.T, h *harness) { h.ledger.Fault = nil; h.clock.Advance(lease) },
+				{before: func(_ *testing.T, h *harness) { h.ledger.Fault = nil; h.clock.Advance(lease) },
 					msg: ev{}.at(2), want: createdC1, wantCRM: []string{findAdaMarked}},
 			},
 			wantContacts: []string{leadC1},
@@ -1621,7 +1621,7 @@ func TestRedeliveries(t *testing.T) {
 				{before: advance(3 * time.Second), msg: ev{}.at(2), want: busyFor(7 * time.Second)},
 				{before: advance(7*time.Second - time.Millisecond), msg: ev{}.at(3), want: busyFor(time.Millisecond),
 					check: ledgerIs(adaRec + " pending=evt-0@10:00:15")},
-				{before: func(t *testing.T, h *harness) {
+				{before: func(_ *testing.T, h *harness) {
 					h.clock.Advance(time.Millisecond)
 					h.crm.Seed(domain.Match{ID: "c9", Role: domain.RoleLead, Email: ada, Marker: "evt-0"})
 				}, msg: ev{}.at(4), want: app.Verdict{Outcome: domain.OutcomeSkipped, ContactID: "c9"}, wantCRM: []string{findEvt0}},
@@ -1648,7 +1648,7 @@ func TestRedeliveries(t *testing.T) {
 		},
 		{
 			name:  "a replay re-arms a dead-lettered event exactly once per dead letter",
-			setup: func(t *testing.T, h *harness) { faults(h).on("create", 1, memory.Fault{Err: crmErr(ports.Permanent)}) },
+			setup: func(_ *testing.T, h *harness) { faults(h).on("create", 1, memory.Fault{Err: crmErr(ports.Permanent)}) },
 			steps: []step{
 				{msg: ev{}.msg(), want: deadReject, wantCRM: []string{findAda, createLead},
 					check: ledgerIs(adaRec + " | evt-1 dead_lettered reason=crm_rejected")},
@@ -1661,7 +1661,7 @@ func TestRedeliveries(t *testing.T) {
 						ledgerIs(evt1First+" replayed=dlq-7")(t, h)
 						logged(t, h, "re-arms its event", "INFO", map[string]any{"event_id": "evt-1", "replayed_from": "dlq-7"})
 					}},
-				{before: func(t *testing.T, h *harness) {
+				{before: func(_ *testing.T, h *harness) {
 					h.crm.Fault = nil
 					faults(h).on("create", 1, memory.Fault{Err: crmErr(ports.Permanent)})
 				}, msg: replayOf(ev{}.at(2), "dlq-7"), want: deadReject, wantCRM: []string{findAda, createLead},
@@ -1686,14 +1686,14 @@ func TestRedeliveries(t *testing.T) {
 		},
 		{
 			name:  "a dead letter that could not be recorded is dead-lettered again by the redelivery and counted once, never applied",
-			setup: func(t *testing.T, h *harness) { faults(h).on("create", 0, memory.Fault{Err: crmErr(ports.Permanent)}) },
+			setup: func(_ *testing.T, h *harness) { faults(h).on("create", 0, memory.Fault{Err: crmErr(ports.Permanent)}) },
 			steps: []step{
-				{before: func(t *testing.T, h *harness) { failLedger(h, "put", 2, 3, 4, 5, 6, 7, 8, 9) },
+				{before: func(_ *testing.T, h *harness) { failLedger(h, "put", 2, 3, 4, 5, 6, 7, 8, 9) },
 					msg: ev{}.msg(), want: waitLedger, wantCRM: []string{findAda, createLead}},
 				// Its pending create is still recorded: resolved like any
 				// other (a lead's, after the search lag), and the create
 				// is refused again.
-				{before: func(t *testing.T, h *harness) { h.ledger.Fault = nil; h.clock.Advance(lease) },
+				{before: func(_ *testing.T, h *harness) { h.ledger.Fault = nil; h.clock.Advance(lease) },
 					msg: ev{}.at(2), want: awaitingFor(grace + app.DefaultSearchLag), wantCRM: []string{findAdaMarked}},
 				{before: advance(grace + app.DefaultSearchLag), msg: ev{}.at(3), want: deadReject, wantCRM: []string{findAdaMarked, createLead},
 					check: ledgerIs(adaRec + " | evt-1 dead_lettered reason=crm_rejected")},
@@ -1761,7 +1761,7 @@ func TestRedeliveries(t *testing.T) {
 		},
 		{
 			name: "a rate limit never burns attempts: many waits, then applied",
-			setup: func(t *testing.T, h *harness) {
+			setup: func(_ *testing.T, h *harness) {
 				faults(h).on("find", 2*maxAttempts, memory.Fault{Err: &ports.Error{Op: "search", Kind: ports.RateLimited, RetryAfter: time.Second}})
 			},
 			steps: func() []step {

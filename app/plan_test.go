@@ -39,11 +39,11 @@ func TestPlan(t *testing.T) {
 			want: app.OutcomeWouldCreate, label: "camp_lead", action: domain.ActionCreateLead,
 			wantCRM: []string{find}, reads: 1},
 		{name: "match and policy skip",
-			setup: func(t *testing.T, h *harness) { h.crm.Seed(domain.Match{ID: "c9", Role: domain.RoleLead, Email: ada}) },
+			setup: func(_ *testing.T, h *harness) { h.crm.Seed(domain.Match{ID: "c9", Role: domain.RoleLead, Email: ada}) },
 			msg:   ev{}.msg(), want: app.OutcomeWouldSkip, label: "camp_lead", action: domain.ActionCreateLead, contact: "c9",
 			wantCRM: []string{find}, reads: 1},
 		{name: "match and policy update picks deterministically",
-			setup: func(t *testing.T, h *harness) {
+			setup: func(_ *testing.T, h *harness) {
 				h.crm.Seed(domain.Match{ID: "lead", Role: domain.RoleLead, Email: ada, CreatedAt: 1},
 					domain.Match{ID: "user", Role: domain.RoleUser, Email: ada, CreatedAt: 2})
 			},
@@ -81,7 +81,7 @@ func TestPlan(t *testing.T) {
 		{name: "mapping failure", msg: ev{Campaign: "camp_badmap", Meta: map[string]any{"opt_out": "perhaps"}}.msg(),
 			want: app.OutcomeWouldDeadLetter, reason: domain.ReasonMapping, label: "camp_badmap", action: domain.ActionCreateLead},
 		{name: "a connection without a CRM is a wait",
-			setup: func(t *testing.T, h *harness) {
+			setup: func(_ *testing.T, h *harness) {
 				c := testCatalog()
 				c.Campaigns["camp_hub"] = domain.Campaign{Connection: "hubspot", Action: domain.ActionCreateLead,
 					OnDuplicate: domain.OnDuplicateSkip, Fields: []domain.Field{emailField}}
@@ -89,29 +89,29 @@ func TestPlan(t *testing.T) {
 			},
 			msg: ev{Campaign: "camp_hub"}.at(maxAttempts), retry: true, wait: true, reason: app.CauseNoCRM, label: "camp_hub", action: domain.ActionCreateLead},
 		{name: "CRM refuses the search",
-			setup: func(t *testing.T, h *harness) { faults(h).on("find", 0, memory.Fault{Err: crmErr(ports.Permanent)}) },
+			setup: func(_ *testing.T, h *harness) { faults(h).on("find", 0, memory.Fault{Err: crmErr(ports.Permanent)}) },
 			msg:   ev{}.msg(), want: app.OutcomeWouldDeadLetter, reason: app.ReasonCRMRejected, label: "camp_lead", action: domain.ActionCreateLead,
 			wantCRM: []string{find}, reads: 1},
 		{name: "transient failure is retried",
-			setup: func(t *testing.T, h *harness) { faults(h).on("find", 0, memory.Fault{Err: crmErr(ports.Transient)}) },
+			setup: func(_ *testing.T, h *harness) { faults(h).on("find", 0, memory.Fault{Err: crmErr(ports.Transient)}) },
 			msg:   ev{}.at(2), retry: true, reason: app.CauseTransient, label: "camp_lead", action: domain.ActionCreateLead,
 			wantCRM: []string{find}, reads: 1},
 		{name: "transient failure at the last attempt",
-			setup: func(t *testing.T, h *harness) { faults(h).on("find", 0, memory.Fault{Err: crmErr(ports.Transient)}) },
+			setup: func(_ *testing.T, h *harness) { faults(h).on("find", 0, memory.Fault{Err: crmErr(ports.Transient)}) },
 			msg:   ev{}.at(maxAttempts), want: app.OutcomeWouldDeadLetter, reason: app.ReasonAttemptsExhausted, label: "camp_lead", action: domain.ActionCreateLead,
 			wantCRM: []string{find}, reads: 1},
 		{name: "refused token at the last attempt",
-			setup: func(t *testing.T, h *harness) { faults(h).on("find", 0, memory.Fault{Err: crmErr(ports.Unauthorized)}) },
+			setup: func(_ *testing.T, h *harness) { faults(h).on("find", 0, memory.Fault{Err: crmErr(ports.Unauthorized)}) },
 			msg:   ev{}.at(maxAttempts), want: app.OutcomeWouldDeadLetter, reason: app.ReasonUnauthorized, label: "camp_lead", action: domain.ActionCreateLead,
 			wantCRM: []string{find}, reads: 1},
 		{name: "a rate limit is a wait, even at the last attempt",
-			setup: func(t *testing.T, h *harness) {
+			setup: func(_ *testing.T, h *harness) {
 				faults(h).on("find", 0, memory.Fault{Err: &ports.Error{Op: "search", Kind: ports.RateLimited, RetryAfter: 3 * time.Second}})
 			},
 			msg: ev{}.at(maxAttempts), retry: true, wait: true, reason: app.CauseRateLimited, delay: 3 * time.Second,
 			label: "camp_lead", action: domain.ActionCreateLead, wantCRM: []string{find}, reads: 1},
 		{name: "a ledger read failure is a wait, even at the last attempt, as in Handle",
-			setup: func(t *testing.T, h *harness) { failLedger(h, "person", 0) },
+			setup: func(_ *testing.T, h *harness) { failLedger(h, "person", 0) },
 			msg:   ev{}.at(maxAttempts), retry: true, wait: true, reason: app.CauseLedger, label: "camp_lead", action: domain.ActionCreateLead,
 			reads: 1},
 	}

@@ -86,7 +86,7 @@ func (s *Service) deadLetterOf(m Message, ev domain.ReferrerJoined, reason strin
 	}
 }
 
-func (s *Service) deadLetterFailed(ctx context.Context, m Message, ev domain.ReferrerJoined, label, reason string, err error) Verdict {
+func (s *Service) deadLetterFailed(ctx context.Context, m Message, ev domain.ReferrerJoined, _, reason string, err error) Verdict {
 	s.log.ErrorContext(ctx, "dead-lettering failed; the message will be redelivered", "event_id", ev.ID, "reason", reason,
 		"last_delivery", m.LastDelivery, "error", err)
 	return Verdict{Retry: true, Wait: true, Reason: CauseDeadLetterFailed, Err: err}
