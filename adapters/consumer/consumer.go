@@ -225,7 +225,11 @@ func (c *Consumer) refresh(ctx context.Context) {
 // learn takes the durable's settings that change how messages are handled.
 func (c *Consumer) learn(cc jetstream.ConsumerConfig) {
 	if cc.AckWait > 0 {
-		if old := time.Duration(c.ackWait.Swap(int64(cc.AckWait))); old != cc.AckWait {
+		if old := time.Duration(c.ackWait.Swap(int64(cc.AckWait))); cc.AckWait < old {
+			// Settings derived from the configured ack wait (the ledger's
+			// lease) may no longer fit inside the server's.
+			c.log.Warn("the durable's ack wait is shorter than configured; it is the processing budget", "ack_wait", cc.AckWait, "was", old)
+		} else if cc.AckWait != old {
 			c.log.Info("the durable's ack wait is the processing budget", "ack_wait", cc.AckWait, "was", old)
 		}
 	}
@@ -234,6 +238,10 @@ func (c *Consumer) learn(cc jetstream.ConsumerConfig) {
 			"max_deliver", cc.MaxDeliver, "was", old)
 	}
 }
+
+// AckWait is the durable's ack wait as last read from the server: the
+// budget of one delivery.
+func (c *Consumer) AckWait() time.Duration { return time.Duration(c.ackWait.Load()) }
 
 // Busy is the number of messages being processed now.
 func (c *Consumer) Busy() int64 { return c.busy.Load() }
