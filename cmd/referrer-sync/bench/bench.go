@@ -197,22 +197,23 @@ const (
 )
 
 // startProfile starts a CPU profile into dir/name.pprof; the returned
-// function stops it. Without dir it does nothing.
-func startProfile(dir, name string) (stop func(), err error) {
+// function stops it and reports whether the profile was written whole.
+// Without dir it does nothing.
+func startProfile(dir, name string) (stop func() error, err error) {
 	if dir == "" {
-		return func() {}, nil
+		return func() error { return nil }, nil
 	}
-	f, err := os.Create(filepath.Join(dir, name+".pprof"))
+	f, err := os.Create(filepath.Join(dir, name+".pprof")) //nolint:gosec // G304: the operator names the profile folder
 	if err != nil {
 		return nil, err
 	}
 	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
+		_ = f.Close() // nothing was written; the start error is the one to report
 		return nil, err
 	}
-	return func() {
+	return func() error {
 		pprof.StopCPUProfile()
-		f.Close()
+		return f.Close()
 	}, nil
 }
 
@@ -247,7 +248,8 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	}
 	defer env.Close()
 	progress := func(format string, args ...any) {
-		fmt.Fprintf(opt.Progress, "%7.1fs  %s\n", time.Since(began).Seconds(), fmt.Sprintf(format, args...))
+		// Progress is for a person watching; a lost line changes no result.
+		_, _ = fmt.Fprintf(opt.Progress, "%7.1fs  %s\n", time.Since(began).Seconds(), fmt.Sprintf(format, args...))
 	}
 	progress("publishing %d events", opt.Events)
 	if err := env.Publish(ctx, opt.Events); err != nil {
@@ -261,7 +263,9 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 			return Result{}, err
 		}
 		r, err := f()
-		stopProfile()
+		if perr := stopProfile(); perr != nil && err == nil {
+			err = fmt.Errorf("cpu profile: %w", perr)
+		}
 		if err != nil {
 			return r, fmt.Errorf("%s: %w", name, err)
 		}

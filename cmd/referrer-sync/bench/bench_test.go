@@ -188,6 +188,7 @@ func baselineRate(b *testing.B, env *Env) float64 {
 // runBenchmark consumes b.N events of the mix with run and reports the
 // harness's figures as metrics; ns/op is then the time per event.
 func runBenchmark(b *testing.B, run func(ctx context.Context, env *Env, n int) (Result, error)) {
+	b.Helper()
 	env := benchEnv(b)
 	base := baselineRate(b, env)
 	if err := env.Publish(b.Context(), b.N); err != nil {
@@ -220,6 +221,7 @@ func runBenchmark(b *testing.B, run func(ctx context.Context, env *Env, n int) (
 }
 
 func pipelineBenchmark(b *testing.B, sp spec) {
+	b.Helper()
 	runBenchmark(b, func(ctx context.Context, env *Env, n int) (Result, error) {
 		sp.events = n
 		r, _, _, err := env.runPipeline(ctx, sp)

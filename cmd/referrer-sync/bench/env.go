@@ -157,7 +157,8 @@ func startEmulator(cfg emulator.Config) (*emu, error) {
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	var lc net.ListenConfig
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
@@ -168,6 +169,6 @@ func startEmulator(cfg emulator.Config) (*emu, error) {
 }
 
 func (e *emu) close() {
-	e.Server.Close()
+	e.Close() // the emulator's
 	_ = e.srv.Close()
 }

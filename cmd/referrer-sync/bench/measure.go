@@ -33,7 +33,7 @@ func procStatus(field string) int64 {
 	if err != nil {
 		return 0
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only; a close error loses nothing
 	s := bufio.NewScanner(f)
 	for s.Scan() {
 		name, rest, ok := strings.Cut(s.Text(), ":")

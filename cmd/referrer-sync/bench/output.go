@@ -34,8 +34,9 @@ func (r *Report) WriteJSON(w io.Writer) error {
 // flatness, CRM requests per kind of event, the rate-limit measurements
 // and the targets.
 func (r *Report) WriteTable(w io.Writer) error {
+	var out writes
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "configuration\tworkers\tevents\tevents/s\t× baseline\tp50 ms\tp99 ms\tsvc p50 ms\tsvc p99 ms\tcpu µs/event\tpeak RSS MiB\tCRM req/event\t% of ideal\tretries\t")
+	out.println(tw, "configuration\tworkers\tevents\tevents/s\t× baseline\tp50 ms\tp99 ms\tsvc p50 ms\tsvc p99 ms\tcpu µs/event\tpeak RSS MiB\tCRM req/event\t% of ideal\tretries\t")
 	for _, res := range r.Results {
 		workers, reqs, ideal := "-", "-", "-"
 		if res.Workers > 0 {
@@ -55,14 +56,14 @@ func (r *Report) WriteTable(w io.Writer) error {
 		for _, n := range res.Retries {
 			retries += n
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.2f\t%.1f\t%.1f\t%.2f\t%.2f\t%.0f\t%.0f\t%s\t%s\t%s\t%d\t\n",
+		out.printf(tw, "%s\t%s\t%d\t%.0f\t%.2f\t%.1f\t%.1f\t%.2f\t%.2f\t%.0f\t%.0f\t%s\t%s\t%s\t%d\t\n",
 			res.Name, workers, res.Events, res.EventsPerSec, res.RatioToBaseline, res.P50ms, res.P99ms,
 			res.ServiceP50ms, res.ServiceP99ms, res.CPUusPerEvent, res.PeakRSSMB, reqs, kv, ideal, retries)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "\n%d × %s, %s, %s; %s in all.\n", r.Machine.CPUs, r.Machine.Model, r.Machine.GoVersion, r.Machine.OS, r.Elapsed.Round(time.Second))
+	out.printf(w, "\n%d × %s, %s, %s; %s in all.\n", r.Machine.CPUs, r.Machine.Model, r.Machine.GoVersion, r.Machine.OS, r.Elapsed.Round(time.Second))
 	var runs []string
 	for _, res := range r.Results {
 		if len(res.Runs) > 1 {
@@ -74,10 +75,10 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 	}
 	if len(runs) > 0 {
-		fmt.Fprintf(w, "Runs interleaved, the median shown; events/s of each run: %s.\n", strings.Join(runs, "; "))
+		out.printf(w, "Runs interleaved, the median shown; events/s of each run: %s.\n", strings.Join(runs, "; "))
 	}
 	if !r.PeakPerConfig {
-		fmt.Fprintln(w, "Peak RSS could not be reset between configurations: each peak is the process's so far.")
+		out.println(w, "Peak RSS could not be reset between configurations: each peak is the process's so far.")
 	}
 	if m := r.Memory; m != nil {
 		verdict := "flat (within 20%)"
@@ -88,32 +89,32 @@ func (r *Report) WriteTable(w io.Writer) error {
 		for i, v := range m.Series {
 			series[i] = fmt.Sprintf("%.0f", v)
 		}
-		fmt.Fprintf(w, "\nMemory (%s): RSS %.0f MiB after %d events, %.0f MiB after %d (×%.2f): %s. Go heap objects %.0f → %.0f MiB. RSS after each tenth of the run: %s MiB.\n",
+		out.printf(w, "\nMemory (%s): RSS %.0f MiB after %d events, %.0f MiB after %d (×%.2f): %s. Go heap objects %.0f → %.0f MiB. RSS after each tenth of the run: %s MiB.\n",
 			m.Config, m.RSSFromMB, m.From, m.RSSToMB, m.To, m.Ratio, verdict, m.HeapFromMB, m.HeapToMB, strings.Join(series, ", "))
 	}
 	if len(r.Calls) > 0 {
-		fmt.Fprintln(w, "\nCRM requests per event:")
+		out.println(w, "\nCRM requests per event:")
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		for _, c := range r.Calls {
-			fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\n", c.Scenario, c.Requests, c.Outcome, orDash(c.Operations))
+			out.printf(tw, "  %s\t%d\t%s\t%s\n", c.Scenario, c.Requests, c.Outcome, orDash(c.Operations))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
 		}
 	}
 	if len(r.RateLimit) > 0 {
-		fmt.Fprintln(w, "\nRate limits:")
+		out.println(w, "\nRate limits:")
 		for _, rl := range r.RateLimit {
-			fmt.Fprintln(w, "  "+rl.describe())
+			out.println(w, "  "+rl.describe())
 		}
 	}
 	if t := r.targets(); len(t) > 0 {
-		fmt.Fprintln(w, "\nTargets:")
+		out.println(w, "\nTargets:")
 		for _, line := range t {
-			fmt.Fprintln(w, "  "+line)
+			out.println(w, "  "+line)
 		}
 	}
-	return nil
+	return out.err
 }
 
 // targets states each target of the issue, met or missed.
@@ -160,4 +161,21 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// writes keeps the first error of a run of writes, so that a report of many
+// lines checks them once, where it returns; after an error it writes
+// nothing more.
+type writes struct{ err error }
+
+func (x *writes) printf(w io.Writer, format string, args ...any) {
+	if x.err == nil {
+		_, x.err = fmt.Fprintf(w, format, args...)
+	}
+}
+
+func (x *writes) println(w io.Writer, args ...any) {
+	if x.err == nil {
+		_, x.err = fmt.Fprintln(w, args...)
+	}
 }
