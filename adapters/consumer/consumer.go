@@ -141,7 +141,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	// The router runs on a context of its own: cancelling it would stop
 	// the handlers at once, before their messages are settled.
 	errc := make(chan error, 1)
-	go func() { errc <- c.router.Run(context.Background()) }()
+	go func() { errc <- c.router.Run(context.WithoutCancel(ctx)) }()
 	refreshDone := make(chan struct{})
 	refreshCtx, stopRefresh := context.WithCancel(context.Background())
 	go func() { defer close(refreshDone); c.refresh(refreshCtx) }()
@@ -331,7 +331,7 @@ func (c *Consumer) process(d *delivery) app.Verdict {
 	}
 	if meta, err := d.msg.Metadata(); err == nil {
 		m.Sequence = meta.Sequence.Stream
-		m.Attempt = int(meta.NumDelivered)
+		m.Attempt = int(meta.NumDelivered) //nolint:gosec // G115: a delivery count, bounded by max_deliver
 		m.Published = meta.Timestamp
 	}
 	// Leave room before AckWait so the verdict is acted on while the
@@ -396,7 +396,7 @@ func (c *Consumer) retryDelay(delivered int) time.Duration {
 		delay *= 2
 	}
 	delay = min(delay, c.cfg.MaxRetryDelay)
-	jitter := time.Duration(rand.Int64N(int64(delay)/5+1)) - delay/10
+	jitter := time.Duration(rand.Int64N(int64(delay)/5+1)) - delay/10 //nolint:gosec // G404: jitter spreads retries; nothing secret depends on it
 	return delay + jitter
 }
 

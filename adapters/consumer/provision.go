@@ -105,7 +105,7 @@ func ensureConsumer(ctx context.Context, js jetstream.JetStream, log *slog.Logge
 	}
 	upd := have
 	changed := false
-	if !(have.FilterSubject == cfg.Subject && len(have.FilterSubjects) == 0) && !slices.Equal(have.FilterSubjects, []string{cfg.Subject}) {
+	if same := have.FilterSubject == cfg.Subject && len(have.FilterSubjects) == 0 || slices.Equal(have.FilterSubjects, []string{cfg.Subject}); !same {
 		log.Warn("the durable's filter is not the configured subject; changing it", "resource", what,
 			"filter_subject", have.FilterSubject, "filter_subjects", have.FilterSubjects, "subject", cfg.Subject)
 		upd.FilterSubject, upd.FilterSubjects = cfg.Subject, nil

@@ -112,7 +112,7 @@ func (s *subscriber) work(ctx context.Context, out chan<- *message.Message) {
 		}
 		d := &delivery{msg: m, received: time.Now(), last: last, finished: c.work.done}
 		wm := message.NewMessage(nuid.Next(), nil)
-		wm.SetContext(context.WithValue(context.Background(), deliveryKey{}, d))
+		wm.SetContext(context.WithValue(context.WithoutCancel(ctx), deliveryKey{}, d))
 		select {
 		case out <- wm:
 		case <-ctx.Done():
