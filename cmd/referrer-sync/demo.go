@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/referrer-sync/referrer-sync/adapters/config"
+	"github.com/referrer-sync/referrer-sync/adapters/consumer"
 	"github.com/referrer-sync/referrer-sync/adapters/intercom/emulator"
 	"github.com/referrer-sync/referrer-sync/app"
 )
@@ -160,19 +161,15 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer nc.Close()
-	js, err := nc.JetStream()
+	pub, err := consumer.NewPublisher(nc)
 	if err != nil {
 		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "#\tEVENT\tCAMPAIGN\tOUTCOME\tINTERCOM CONTACT\tNOTE")
 	for i, de := range demoEvents() {
-		msg := nats.NewMsg(in.consCfg.Subject)
-		msg.Data = []byte(de.body)
-		if de.msgID != "" {
-			msg.Header.Set(nats.MsgIdHdr, de.msgID)
-		}
-		if _, err := js.PublishMsg(msg); err != nil {
+		headers := map[string]string{"Content-Type": consumer.ContentTypeCloudEvents}
+		if _, err := pub.Publish(ctx, in.consCfg.Subject, []byte(de.body), de.msgID, headers); err != nil {
 			return fmt.Errorf("publish sample event: %w", err)
 		}
 		v, err := awaitSettled(ctx, verdicts)

@@ -7,16 +7,18 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/referrer-sync/referrer-sync/adapters/consumer"
 	"github.com/referrer-sync/referrer-sync/domain"
 )
 
 // cmdPublish publishes one CloudEvents JSON file, for operators checking a
-// deployment end to end. The event id becomes the JetStream message id, so
+// deployment end to end, through watermill-nats's publisher
+// (consumer.Publisher). The event id becomes the JetStream message id, so
 // publishing the same file twice within the stream's duplicate window
 // stores it once.
 func cmdPublish(ctx context.Context, args []string, stdout io.Writer) error {
@@ -50,7 +52,7 @@ func cmdPublish(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("connect to nats: %w", err)
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	pub, err := consumer.NewPublisher(nc)
 	if err != nil {
 		return err
 	}
@@ -58,18 +60,16 @@ func cmdPublish(ctx context.Context, args []string, stdout io.Writer) error {
 	if subject == "" {
 		subject = "referrer.joined"
 	}
-	msg := nats.NewMsg(subject)
-	msg.Data = body
-	msg.Header.Set("Content-Type", "application/cloudevents+json")
-	if ev.ID != "" {
-		msg.Header.Set(nats.MsgIdHdr, ev.ID)
-	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	ack, err := js.PublishMsg(pctx, msg)
+	r, err := pub.Publish(pctx, subject, body, ev.ID, map[string]string{"Content-Type": consumer.ContentTypeCloudEvents})
 	if err != nil {
 		return fmt.Errorf("publish: %w", err)
 	}
-	fmt.Fprintf(stdout, "published %s to %s: stream %s sequence %d duplicate=%t\n", *file, subject, ack.Stream, ack.Sequence, ack.Duplicate)
-	return nil
+	seq := "unknown (another message on the subject came after it)"
+	if r.Sequence != 0 {
+		seq = strconv.FormatUint(r.Sequence, 10)
+	}
+	_, err = fmt.Fprintf(stdout, "published %s to %s: stream %s sequence %s duplicate=%s\n", *file, subject, r.Stream, seq, r.Duplicate)
+	return err
 }
