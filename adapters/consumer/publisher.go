@@ -60,14 +60,17 @@ const (
 	DupYes                // dropped: the stream already held the message id
 )
 
+// String is how the publish command prints it: "true", "false" or
+// "unknown".
 func (d Dup) String() string {
 	switch d {
 	case DupNo:
 		return "false"
 	case DupYes:
 		return "true"
+	default:
+		return "unknown"
 	}
-	return "unknown"
 }
 
 // Receipt is what a publish did, as far as the stream shows it. Publish
