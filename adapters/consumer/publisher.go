@@ -22,16 +22,19 @@ const publishTimeout = 10 * time.Second
 
 // Publisher publishes events to JetStream through watermill-nats's
 // JetStream publisher (pkg/nats with TrackMsgId), the package its
-// maintainers call stable. The message id becomes the Watermill message
-// UUID, which that publisher sends as Nats-Msg-Id, so a publish repeated
-// within the stream's duplicate window is stored once.
+// maintainers call stable; the pkg/jetstream publisher of v2.1.3 never sets
+// Nats-Msg-Id. The message id becomes the Watermill message UUID, which that
+// publisher sends as Nats-Msg-Id, so a publish repeated within the stream's
+// duplicate window is stored once.
 //
 // The stored message also carries the header _watermill_message_uuid
 // (equal to the message id), which watermill-nats adds to every message.
 //
 // Watermill's Publish reports only an error, not JetStream's
 // acknowledgement, so the Receipt comes from looking the stream up: see
-// Receipt for what it can tell.
+// Receipt for what it can tell. That costs three or four requests besides
+// the publish, which suits the publish command and the demo; the service's
+// dead letters and replays publish with the NATS client directly.
 type Publisher struct {
 	nc *nats.Conn
 	js jetstream.JetStream
