@@ -23,7 +23,7 @@ import (
 
 const (
 	demoToken    = "demo-access-token"
-	demoTokenEnv = "REFERRER_SYNC_DEMO_TOKEN"
+	demoTokenEnv = "REFERRER_SYNC_DEMO_TOKEN" //nolint:gosec // G101: the name of an environment variable, not a credential
 )
 
 // demoConfig is the built-in configuration of the demo: three campaigns,
@@ -72,10 +72,9 @@ campaigns:
 }
 
 type demoEvent struct {
-	label   string
-	body    string
-	msgID   string // JetStream message id; a new one re-delivers the same event
-	headers map[string]string
+	label string
+	body  string
+	msgID string // JetStream message id; a new one re-delivers the same event
 }
 
 func demoEvents() []demoEvent {
@@ -114,13 +113,14 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer emu.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
 	emuSrv := &http.Server{Handler: emu, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = emuSrv.Serve(ln) }()
-	defer emuSrv.Close()
+	defer func() { _ = emuSrv.Close() }() // the demo is over; its emulator has nothing left to lose
 	emuURL := "http://" + ln.Addr().String()
 
 	if err := os.Setenv(demoTokenEnv, demoToken); err != nil {
@@ -165,8 +165,9 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	var out writes
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "#\tEVENT\tCAMPAIGN\tOUTCOME\tINTERCOM CONTACT\tNOTE")
+	out.println(tw, "#\tEVENT\tCAMPAIGN\tOUTCOME\tINTERCOM CONTACT\tNOTE")
 	for i, de := range demoEvents() {
 		headers := map[string]string{"Content-Type": consumer.ContentTypeCloudEvents}
 		if _, err := pub.Publish(ctx, in.consCfg.Subject, []byte(de.body), de.msgID, headers); err != nil {
@@ -180,18 +181,21 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if v.Reason != "" {
 			note += " [" + v.Reason + "]"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", i+1, orDash(v.EventID), orDash(v.Campaign), v.Outcome, orDash(v.ContactID), note)
+		out.printf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", i+1, orDash(v.EventID), orDash(v.Campaign), v.Outcome, orDash(v.ContactID), note)
 	}
-	_ = tw.Flush()
-	fmt.Fprintf(stdout, "\nIntercom emulator now holds %d contacts. Dead letters are on %s.\n",
+	out.err = out.done(tw.Flush())
+	out.printf(stdout, "\nIntercom emulator now holds %d contacts. Dead letters are on %s.\n",
 		len(emu.Contacts(demoToken)), in.consCfg.DeadLetterSubject)
 
 	if *keep {
-		fmt.Fprintf(stdout, "Running: metrics http://%s/metrics, emulator %s, NATS %s. Ctrl-C to stop.\n", in.addr(), emuURL, in.server.URL())
+		out.printf(stdout, "Running: metrics http://%s/metrics, emulator %s, NATS %s. Ctrl-C to stop.\n", in.addr(), emuURL, in.server.URL())
 		<-ctx.Done()
 	}
 	stop()
-	return <-done
+	if err := <-done; err != nil {
+		return err
+	}
+	return out.err
 }
 
 func awaitSettled(ctx context.Context, verdicts <-chan app.Verdict) (app.Verdict, error) {

@@ -83,7 +83,9 @@ func cmdDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	switch op {
 	case "list", "show", "replay":
 	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, dlqUsage)
+		if _, err := fmt.Fprint(stdout, dlqUsage); err != nil {
+			return err
+		}
 		return flag.ErrHelp
 	default:
 		if strings.HasPrefix(op, "-") {
@@ -94,7 +96,7 @@ func cmdDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs := flag.NewFlagSet("dlq "+op, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: referrer-sync dlq %s --config FILE [flags]\n\nFlags:\n", op)
+		_, _ = fmt.Fprintf(fs.Output(), "Usage: referrer-sync dlq %s --config FILE [flags]\n\nFlags:\n", op) // help on stderr: nowhere else to report a failed write
 		fs.PrintDefaults()
 	}
 	var o dlqOptions
@@ -199,8 +201,8 @@ func runDLQ(ctx context.Context, f *config.File, op string, o dlqOptions, w io.W
 	}
 	state := stream.CachedInfo().State
 	if state.Msgs == 0 {
-		fmt.Fprintf(w, "dead-letter stream %s is empty\n", names.DeadLetterStream)
-		return nil
+		_, err := fmt.Fprintf(w, "dead-letter stream %s is empty\n", names.DeadLetterStream)
+		return err
 	}
 	dls, limited, err := readDeadLetters(ctx, stream, state.FirstSeq, state.LastSeq, o)
 	if err != nil {
@@ -394,12 +396,13 @@ func listDeadLetters(w io.Writer, dls []deadLetter, asJSON bool, scope string) e
 		return nil
 	}
 	if len(dls) > 0 {
+		var out writes
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, listHeader)
+		out.println(tw, listHeader)
 		for _, d := range dls {
-			fmt.Fprintln(tw, listRow(d))
+			out.println(tw, listRow(d))
 		}
-		if err := tw.Flush(); err != nil {
+		if err := out.done(tw.Flush()); err != nil {
 			return fmt.Errorf("write: %w", err)
 		}
 	}
@@ -561,15 +564,20 @@ func replayDeadLetters(ctx context.Context, w io.Writer, js jetstream.JetStream,
 	if o.purge {
 		head += "\tDELETED"
 	}
-	fmt.Fprintln(tw, head)
+	// The table is written as the replay goes; a write error is reported
+	// at the end, after the replay error if there is one.
+	var out writes
+	out.println(tw, head)
 	var replayed, duplicates, deleted int
 	summary := func() {
-		_ = tw.Flush()
-		fmt.Fprintf(w, "replayed %d of %s to %s (%d stored, %d already stored: duplicate)", replayed, deadLetters(len(dls)), names.Subject, replayed-duplicates, duplicates)
-		if o.purge {
-			fmt.Fprintf(w, "; deleted %d from %s", deleted, names.DeadLetterStream)
+		if err := tw.Flush(); err != nil && out.err == nil {
+			out.err = err
 		}
-		fmt.Fprintln(w)
+		out.printf(w, "replayed %d of %s to %s (%d stored, %d already stored: duplicate)", replayed, deadLetters(len(dls)), names.Subject, replayed-duplicates, duplicates)
+		if o.purge {
+			out.printf(w, "; deleted %d from %s", deleted, names.DeadLetterStream)
+		}
+		out.println(w)
 	}
 	for _, d := range dls {
 		ack, err := js.PublishMsg(ctx, replayMsg(d, names.Subject, names.DeadLetterStream))
@@ -588,7 +596,7 @@ func replayDeadLetters(ctx context.Context, w io.Writer, js jetstream.JetStream,
 			if err := dlq.DeleteMsg(ctx, d.Seq); err != nil {
 				// Already gone (a concurrent replay --purge) is as good as deleted.
 				if _, gerr := dlq.GetMsg(ctx, d.Seq); !errors.Is(gerr, jetstream.ErrMsgNotFound) {
-					fmt.Fprintln(tw, row+"\tfailed")
+					out.println(tw, row+"\tfailed")
 					summary()
 					return fmt.Errorf("delete dead letter %d from %s after replaying it: %w", d.Seq, names.DeadLetterStream, err)
 				}
@@ -596,8 +604,11 @@ func replayDeadLetters(ctx context.Context, w io.Writer, js jetstream.JetStream,
 			deleted++
 			row += "\tyes"
 		}
-		fmt.Fprintln(tw, row)
+		out.println(tw, row)
 	}
 	summary()
+	if out.err != nil {
+		return fmt.Errorf("replayed %d of %s, but the report was cut: %w", replayed, deadLetters(len(dls)), out.err)
+	}
 	return nil
 }

@@ -50,13 +50,15 @@ func cmdEmulator(ctx context.Context, args []string, stderr io.Writer) error {
 		return usageError{err}
 	}
 	defer emu.Close()
-	ln, err := net.Listen("tcp", *listen)
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", *listen)
 	if err != nil {
 		return err
 	}
 	srv := &http.Server{Handler: emu, ReadHeaderTimeout: 5 * time.Second}
 	// Contacts are per workspace: the banner names the one the token opens.
-	fmt.Fprintf(stderr, "intercom emulator listening on http://%[1]s (state: http://%[1]s/_emulator/contacts?workspace=%[2]s, /_emulator/requests, /_emulator/faults)\n",
+	// The banner is for a person; the emulator serves whether or not it is seen.
+	_, _ = fmt.Fprintf(stderr, "intercom emulator listening on http://%[1]s (state: http://%[1]s/_emulator/contacts?workspace=%[2]s, /_emulator/requests, /_emulator/faults)\n",
 		ln.Addr(), emulatedWorkspace)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -57,12 +57,14 @@ func cmdHubSpotEmulator(ctx context.Context, args []string, stderr io.Writer) er
 		return usageError{err}
 	}
 	defer emu.Close()
-	ln, err := net.Listen("tcp", *listen)
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", *listen)
 	if err != nil {
 		return err
 	}
 	srv := &http.Server{Handler: emu, ReadHeaderTimeout: 5 * time.Second}
-	fmt.Fprintf(stderr, "hubspot emulator listening on http://%s (state: /_emulator/contacts?account=%d, /_emulator/requests, /_emulator/faults)\n", ln.Addr(), *account)
+	// The banner is for a person; the emulator serves whether or not it is seen.
+	_, _ = fmt.Fprintf(stderr, "hubspot emulator listening on http://%s (state: /_emulator/contacts?account=%d, /_emulator/requests, /_emulator/faults)\n", ln.Addr(), *account)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

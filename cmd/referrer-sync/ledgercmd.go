@@ -31,7 +31,7 @@ stored in the ledger (keys are hashes): --email is hashed to find the record.
 // reads.
 func cmdLedger(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "show" {
-		fmt.Fprint(stderr, ledgerUsage)
+		_, _ = fmt.Fprint(stderr, ledgerUsage) // help on stderr: nowhere else to report a failed write
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
 			return flag.ErrHelp
 		}
@@ -39,7 +39,7 @@ func cmdLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	fs := flag.NewFlagSet("ledger show", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, ledgerUsage); fs.PrintDefaults() }
+	fs.Usage = func() { _, _ = fmt.Fprint(stderr, ledgerUsage); fs.PrintDefaults() }
 	path := fs.String("config", "", "configuration `FILE`")
 	event := fs.String("event", "", "an event `ID`: shows the record of the person it belongs to")
 	email := fs.String("email", "", "a person's email `ADDRESS` (with --connection)")
@@ -111,7 +111,9 @@ func cmdLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	for i, p := range people {
 		if i > 0 {
-			fmt.Fprintln(stdout)
+			if _, err := fmt.Fprintln(stdout); err != nil {
+				return err
+			}
 		}
 		if err := writePerson(stdout, p); err != nil {
 			return err
@@ -121,34 +123,35 @@ func cmdLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func writePerson(w io.Writer, p ports.Person) error {
+	var out writes
 	who := "email not stored"
 	if p.Email != "" {
 		who = "key " + ledger.Key(p.Connection, p.Email)
 	}
-	fmt.Fprintf(w, "person      connection %s, %s, revision %d\n", p.Connection, who, p.Revision)
-	fmt.Fprintf(w, "contact     %s\n", orDash(p.ContactID))
+	out.printf(w, "person      connection %s, %s, revision %d\n", p.Connection, who, p.Revision)
+	out.printf(w, "contact     %s\n", orDash(p.ContactID))
 	if pd := p.Pending; pd != nil {
 		state := "lease over: resolved by the next worker"
 		if time.Now().Before(pd.NotAfter) {
 			state = "in flight"
 		}
-		fmt.Fprintf(w, "pending     create by event %s (%s) until %s, %s", pd.EventID, pd.Owner, pd.NotAfter.UTC().Format(time.RFC3339Nano), state)
+		out.printf(w, "pending     create by event %s (%s) until %s, %s", pd.EventID, pd.Owner, pd.NotAfter.UTC().Format(time.RFC3339Nano), state)
 		if pd.ExternalID != "" {
-			fmt.Fprint(w, ", with an external id")
+			out.print(w, ", with an external id")
 		}
-		fmt.Fprintln(w)
+		out.println(w)
 	} else {
-		fmt.Fprintln(w, "pending     -")
+		out.println(w, "pending     -")
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "EVENT\tOUTCOME\tCONTACT\tAT\tFAILURES\tREASON\tCOUNTED BY")
+	out.println(tw, "EVENT\tOUTCOME\tCONTACT\tAT\tFAILURES\tREASON\tCOUNTED BY")
 	for _, r := range p.Events {
 		outcome := string(r.Outcome)
 		if outcome == "" {
 			outcome = "(failing)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.ID, outcome, orDash(r.ContactID), r.At.UTC().Format(time.RFC3339),
+		out.printf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.ID, outcome, orDash(r.ContactID), r.At.UTC().Format(time.RFC3339),
 			r.Failures, orDash(r.Reason), orDash(r.CountedBy))
 	}
-	return tw.Flush()
+	return out.done(tw.Flush())
 }

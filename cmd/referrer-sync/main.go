@@ -54,8 +54,10 @@ func main() {
 // run executes one command and returns the process exit code: 0 success,
 // 1 failure, 2 usage or configuration error.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	// What goes to stderr here has nowhere else to go if it fails: the
+	// exit code still tells the outcome.
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		_, _ = fmt.Fprint(stderr, usage)
 		return 2
 	}
 	var err error
@@ -79,10 +81,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "hubspot-emulator":
 		err = cmdHubSpotEmulator(ctx, rest, stderr)
 	case "-h", "--help", "help":
-		fmt.Fprint(stdout, usage)
+		if _, err := fmt.Fprint(stdout, usage); err != nil {
+			return 1
+		}
 		return 0
 	default:
-		fmt.Fprintf(stderr, "unknown command %q\n\n%s", cmd, usage)
+		_, _ = fmt.Fprintf(stderr, "unknown command %q\n\n%s", cmd, usage)
 		return 2
 	}
 	var ue usageError
@@ -92,10 +96,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.As(err, &ue):
-		fmt.Fprintln(stderr, "referrer-sync:", err)
+		_, _ = fmt.Fprintln(stderr, "referrer-sync:", err)
 		return 2
 	default:
-		fmt.Fprintln(stderr, "referrer-sync:", err)
+		_, _ = fmt.Fprintln(stderr, "referrer-sync:", err)
 		return 1
 	}
 }
@@ -192,9 +196,10 @@ func cmdValidate(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var out writes
 	for _, w := range f.Warnings() {
-		fmt.Fprintln(stdout, "warning:", w)
+		out.println(stdout, "warning:", w)
 	}
-	fmt.Fprintf(stdout, "%s is valid: %d campaigns, %d connections\n", *path, len(f.Campaigns), len(f.Connections))
-	return nil
+	out.printf(stdout, "%s is valid: %d campaigns, %d connections\n", *path, len(f.Campaigns), len(f.Connections))
+	return out.err
 }

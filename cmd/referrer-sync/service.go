@@ -109,7 +109,8 @@ func start(ctx context.Context, f *config.File, opt options) (in *instance, err 
 	if listen == "" {
 		listen = "127.0.0.1:9464"
 	}
-	if in.httpLn, err = net.Listen("tcp", listen); err != nil {
+	var lc net.ListenConfig
+	if in.httpLn, err = lc.Listen(ctx, "tcp", listen); err != nil {
 		return in, fmt.Errorf("http.listen: %w", err)
 	}
 	srv, ln, served := &http.Server{Handler: in.metrics.Mux(ready), ReadHeaderTimeout: 5 * time.Second}, in.httpLn, make(chan error, 1)
@@ -632,7 +633,7 @@ func (in *instance) pollConsumer(ctx context.Context, every time.Duration) {
 	for {
 		qctx, cancel := context.WithTimeout(ctx, every)
 		if cons, err := in.js.Consumer(qctx, in.consCfg.Stream, in.consCfg.Consumer); err == nil {
-			if info, err := cons.Info(qctx); err == nil {
+			if info, err := cons.Info(qctx); err == nil && info.NumAckPending >= 0 {
 				in.metrics.ConsumerState(info.NumPending, uint64(info.NumAckPending))
 			}
 		}

@@ -59,7 +59,7 @@ func (in *instance) startStep(ctx context.Context, step string, classify retryab
 			return nil
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("%w (%s, attempt %d: %v)", errInterrupted, step, attempt, err)
+			return fmt.Errorf("%w (%s, attempt %d: %w)", errInterrupted, step, attempt, err)
 		}
 		transient, after := classify(err)
 		if !transient {
@@ -72,7 +72,7 @@ func (in *instance) startStep(ctx context.Context, step string, classify retryab
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("%w (%s, after attempt %d: %v)", errInterrupted, step, attempt, err)
+			return fmt.Errorf("%w (%s, after attempt %d: %w)", errInterrupted, step, attempt, err)
 		case <-t.C:
 		}
 		in.setPhase(step)
@@ -82,7 +82,7 @@ func (in *instance) startStep(ctx context.Context, step string, classify retryab
 // backoffDelay is the wait after failed attempt n (1-based).
 func backoffDelay(n int) time.Duration {
 	d := min(startBackoffBase<<min(n-1, 16), startBackoffCap)
-	return d/2 + rand.N(d/2+1)
+	return d/2 + rand.N(d/2+1) //nolint:gosec // G404: jitter spreads replicas' retries; nothing secret depends on it
 }
 
 // setPhase records what start-up is doing, for /readyz.
@@ -120,8 +120,9 @@ func natsTransient(err error) (bool, time.Duration) {
 			return false, 0
 		case 10005: // no suitable peers for placement: a fresh cluster whose peers have not all joined yet (answered 400)
 			return true, 0
+		default:
+			return api.Code >= 500, 0
 		}
-		return api.Code >= 500, 0
 	}
 	for _, tr := range []error{
 		context.DeadlineExceeded, nats.ErrTimeout, nats.ErrNoServers, nats.ErrNoResponders,
@@ -149,6 +150,7 @@ func crmTransient(err error) (bool, time.Duration) {
 			return true, pe.RetryAfter
 		}
 		return true, 0
+	default:
+		return false, 0
 	}
-	return false, 0
 }
