@@ -90,7 +90,9 @@ func TestExactlyOnceOnCluster(t *testing.T) {
 			t.Logf("run directory kept for inspection: %s (replica logs replica-N.log, configs, node stores)", dir)
 			return
 		}
-		os.RemoveAll(dir)
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("remove the run directory: %v", err)
+		}
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -197,7 +199,7 @@ func TestExactlyOnceOnCluster(t *testing.T) {
 
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	row := func(k string, v any) { fmt.Fprintf(tw, "  %s\t%v\n", k, v) }
+	row := func(k string, v any) { _, _ = fmt.Fprintf(tw, "  %s\t%v\n", k, v) } // into a bytes.Buffer: cannot fail
 	row("NATS nodes / stream, dead-letter stream, ledger replicas", "3 / 3, 3, 3")
 	row("service replicas started together on the fresh cluster", len(c.reps))
 	for _, k := range kills {
@@ -212,7 +214,9 @@ func TestExactlyOnceOnCluster(t *testing.T) {
 	}
 	row("start-up attempts retried (all steps / provisioning)", fmt.Sprintf("%d / %d", len(retries), provisioning))
 	row("replica exits on their own (start-up / after ready)", fmt.Sprintf("%d / %d", len(duringStart), len(afterReady)))
-	tw.Flush()
+	if err := tw.Flush(); err != nil {
+		t.Error(err)
+	}
 	t.Logf("3-node cluster run, %s:\n%s", c.since(), b.String())
 	for _, l := range retries[:min(len(retries), 10)] {
 		t.Logf("start-up retry: %s", l)

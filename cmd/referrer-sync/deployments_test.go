@@ -696,7 +696,7 @@ func TestKubeManifests(t *testing.T) {
 		}
 		minAvail, okMin := yNum(pdb, "spec", "minAvailable")
 		maxUnavail, okMax := yNum(pdb, "spec", "maxUnavailable")
-		if !(okMin && minAvail >= 2) && !(okMax && maxUnavail == 1) {
+		if enough := okMin && minAvail >= 2 || okMax && maxUnavail == 1; !enough {
 			t.Errorf("minAvailable %v / maxUnavailable %v: want minAvailable >= 2 or maxUnavailable 1", yAt(pdb, "spec", "minAvailable"), yAt(pdb, "spec", "maxUnavailable"))
 		}
 	})
@@ -891,7 +891,7 @@ func TestProbesAnswerOnRunningInstance(t *testing.T) {
 				t.Fatal(err)
 			}
 			body, _ := io.ReadAll(res.Body)
-			res.Body.Close()
+			_ = res.Body.Close() // read to the end
 			if res.StatusCode != http.StatusOK {
 				t.Fatalf("GET %s: %d %s", p, res.StatusCode, body)
 			}
@@ -1359,7 +1359,7 @@ func scrapeFamilies(t *testing.T, addr string) map[string]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer res.Body.Close()
+	defer func() { _ = res.Body.Close() }() // a close error tells nothing
 	if res.StatusCode != http.StatusOK {
 		t.Fatalf("GET /metrics: %d", res.StatusCode)
 	}
@@ -1476,7 +1476,7 @@ func TestAlertedSeriesExistAtStartup(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, err := io.ReadAll(res.Body)
-	res.Body.Close()
+	_ = res.Body.Close() // read to the end; a close error tells nothing
 	if err != nil {
 		t.Fatal(err)
 	}

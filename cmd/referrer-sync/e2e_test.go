@@ -229,14 +229,6 @@ func (h *harness) settled(n int) []app.Verdict {
 	}
 }
 
-func (h *harness) byEvent(vs []app.Verdict) map[string][]app.Verdict {
-	m := map[string][]app.Verdict{}
-	for _, v := range vs {
-		m[v.EventID] = append(m[v.EventID], v)
-	}
-	return m
-}
-
 // deadLetters reads every message on the dead-letter stream.
 func (h *harness) deadLetters() []jetstream.RawStreamMsg {
 	h.t.Helper()
@@ -293,16 +285,6 @@ func labelsMatch(m *dto.Metric, want map[string]string) bool {
 		}
 	}
 	return true
-}
-
-func (h *harness) crmCalls(op string) int {
-	n := 0
-	for _, r := range h.emu.Requests() {
-		if r.Operation == op {
-			n++
-		}
-	}
-	return n
 }
 
 func event(id, campaign, refID, name, email string) string {

@@ -40,7 +40,7 @@ func TestEmulatorBannerURLAnswers(t *testing.T) {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(res.Body)
-	res.Body.Close()
+	_ = res.Body.Close() // read to the end
 	if res.StatusCode != http.StatusOK {
 		t.Errorf("GET %s: %d %s", u, res.StatusCode, body)
 	}

@@ -110,6 +110,7 @@ func TestExactlyOnceUnderFaultsDefaultTiming(t *testing.T) {
 // runFaults is one run of the fault test at scale sc, the replicas
 // configured by cfg.
 func runFaults(t *testing.T, sc faultScale, cfg faultConfigFunc) {
+	t.Helper()
 	seed := uint64(time.Now().UnixNano())
 	if v := os.Getenv("REFERRER_SYNC_FAULT_SEED"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)
@@ -130,7 +131,9 @@ func runFaults(t *testing.T, sc faultScale, cfg faultConfigFunc) {
 			t.Logf("run directory kept for inspection: %s (replica logs replica-N.log, configs, JetStream store)", dir)
 			return
 		}
-		os.RemoveAll(dir)
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("remove the run directory: %v", err)
+		}
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -928,7 +931,7 @@ func (c *faultCluster) settledBy() map[string][]int {
 			}
 			out[l.EventID+"/"+l.Outcome] = append(out[l.EventID+"/"+l.Outcome], r.idx)
 		}
-		f.Close()
+		_ = f.Close() // read only
 	}
 	return out
 }
@@ -1036,7 +1039,7 @@ func (c *faultCluster) report(w *faultWorkload, st faultState, fin faultFinal, m
 
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	row := func(k string, v any) { fmt.Fprintf(tw, "  %s\t%v\n", k, v) }
+	row := func(k string, v any) { _, _ = fmt.Fprintf(tw, "  %s\t%v\n", k, v) } // into a bytes.Buffer: cannot fail
 	row("faults injected: 5xx", faults[emulator.FaultServerError])
 	row("faults injected: lost responses (after commit)", faults[emulator.FaultLost])
 	row("faults injected: timeouts (after commit)", faults[emulator.FaultTimeout])
@@ -1064,7 +1067,9 @@ func (c *faultCluster) report(w *faultWorkload, st faultState, fin faultFinal, m
 		row("metrics phase: outcomes counted / messages", fmt.Sprintf("%.0f / %d", fin.outcomes, len(w.finals)))
 	}
 	row("chaos phase: settled after the chaos ended in", chaosSettle.Round(100*time.Millisecond))
-	tw.Flush()
+	if err := tw.Flush(); err != nil {
+		t.Error(err)
+	}
 	t.Logf("exactly-once under faults, %s:\n%s", c.since(), b.String())
 	if testing.Verbose() {
 		fmt.Println(b.String())

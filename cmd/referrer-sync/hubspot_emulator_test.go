@@ -51,7 +51,7 @@ func TestHubSpotEmulatorCommand(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		res.Body.Close()
+		_ = res.Body.Close() // only the status matters
 		return res.StatusCode
 	}
 	tests := []struct {

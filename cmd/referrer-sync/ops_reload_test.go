@@ -135,6 +135,7 @@ func TestReloadRejectsInvalidFiles(t *testing.T) {
 				"campaigns.broken.referrers.fields: email is not mapped",
 			},
 		},
+		//nolint:misspell // the misspelled key is the case: an unknown key
 		{name: "unknown key", doc: valid + "  autumn:\n    conection: main\n", wantProblems: []string{"field conection not found"}},
 		{
 			name: "connection this process does not run",

@@ -47,8 +47,11 @@ func opsFreePort(t *testing.T) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	port := l.Addr().(*net.TCPAddr).Port
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return port
 }
 
 // opsChild is the service running as a child process.
@@ -72,11 +75,13 @@ func startChild(t *testing.T, bin, config, addr, logPath string) *opsChild {
 		t.Fatal(err)
 	}
 	c := &opsChild{t: t, cmd: cmd, log: logPath, addr: addr, done: make(chan error, 1)}
-	go func() { c.done <- cmd.Wait(); logf.Close() }()
+	go func() { c.done <- cmd.Wait(); _ = logf.Close() }() // the child wrote the log; our handle has nothing to flush
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			_ = cmd.Process.Kill()
-			<-c.done
+			if err := <-c.done; err != nil {
+				t.Logf("child killed at clean-up: %v", err)
+			}
 		}
 	})
 	opsWait(t, 30*time.Second, "the child ready", func() bool {
@@ -90,7 +95,7 @@ func startChild(t *testing.T, bin, config, addr, logPath string) *opsChild {
 		if err != nil {
 			return false
 		}
-		res.Body.Close()
+		_ = res.Body.Close() // only the status matters
 		return res.StatusCode == 200
 	})
 	return c

@@ -319,7 +319,7 @@ func httpGet(t *testing.T, u string) (int, string) {
 	if err != nil {
 		t.Fatalf("GET %s: %v", u, err)
 	}
-	defer res.Body.Close()
+	defer func() { _ = res.Body.Close() }() // read to the end below
 	b, err := io.ReadAll(res.Body)
 	if err != nil {
 		t.Fatal(err)

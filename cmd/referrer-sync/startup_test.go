@@ -51,7 +51,7 @@ func startupGet(url string) (int, string) {
 	if err != nil {
 		return 0, err.Error()
 	}
-	defer res.Body.Close()
+	defer func() { _ = res.Body.Close() }() // read to the end below
 	var b bytes.Buffer
 	_, _ = b.ReadFrom(res.Body)
 	return res.StatusCode, b.String()
@@ -85,7 +85,7 @@ func startProc(t *testing.T, bin, config, logPath string) *startupProc {
 		t.Fatal(err)
 	}
 	p := &startupProc{cmd: cmd, log: logPath, done: make(chan struct{})}
-	go func() { p.err = cmd.Wait(); f.Close(); close(p.done) }()
+	go func() { p.err = cmd.Wait(); _ = f.Close(); close(p.done) }() // the child wrote the log; our handle has nothing to flush
 	t.Cleanup(func() {
 		select {
 		case <-p.done:
@@ -274,7 +274,7 @@ func (m *meFaults) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Retry-After", "0")
 		}
 		w.WriteHeader(m.status)
-		fmt.Fprintf(w, `{"type":"error.list","errors":[{"code":%q,"message":"injected by the test"}]}`, http.StatusText(m.status))
+		_, _ = fmt.Fprintf(w, `{"type":"error.list","errors":[{"code":%q,"message":"injected by the test"}]}`, http.StatusText(m.status)) // the service under test reports a cut body
 		return
 	}
 	m.next.ServeHTTP(w, r)
