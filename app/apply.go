@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/referrer-sync/referrer-sync/domain"
@@ -356,10 +357,13 @@ func (a *attempt) failedWith(ctx context.Context, p *ports.Person, f failure, no
 			return changed
 		}
 		r := eventOf(q, id)
-		if r.Terminal() || r.FailedBy == a.token {
+		if r.Terminal() || slices.Contains(r.FailedBy, a.token) {
 			return changed // settled meanwhile, or this failure is counted
 		}
-		r.FailedBy = a.token
+		r.FailedBy = append(slices.Clone(r.FailedBy), a.token)
+		if over := len(r.FailedBy) - s.cfg.MaxAttempts; over > 0 {
+			r.FailedBy = r.FailedBy[over:]
+		}
 		r.Failures++
 		if r.FirstFailure.IsZero() {
 			r.FirstFailure = now

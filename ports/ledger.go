@@ -100,10 +100,11 @@ type EventRecord struct {
 	// delivery whose write's answer was lost reads the record back and
 	// knows from it whether its write landed.
 	CountedBy string
-	// FailedBy names the delivery whose failed attempt was counted last,
-	// so that one delivery counts its failure once, however often it has
-	// to write it.
-	FailedBy string
+	// FailedBy names the deliveries whose failed attempts are counted
+	// (the most recent, as many as attempts are allowed), so that one
+	// delivery counts its failure once however often it has to write it,
+	// even while other deliveries of the event write theirs.
+	FailedBy []string
 }
 
 // Terminal reports whether the event has ended.

@@ -199,7 +199,7 @@ type eventRecord struct {
 	Reason       string         `json:"r,omitempty"`
 	ReplayedFrom string         `json:"rf,omitempty"`
 	CountedBy    string         `json:"cb,omitempty"`
-	FailedBy     string         `json:"fb,omitempty"`
+	FailedBy     []string       `json:"fb,omitempty"`
 }
 
 // oldLease is how long a pending create of the first record format is

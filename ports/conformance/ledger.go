@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -32,7 +33,7 @@ func Ledger(t *testing.T, newLedger func(t *testing.T) (a, b ports.Ledger)) {
 				{ID: "e1", Outcome: domain.OutcomeCreated, ContactID: "c1", At: at},
 				{ID: "e3", Failures: 2, FirstFailure: at, At: at.Add(time.Second), Reason: "transient"},
 				{ID: "e4", Outcome: domain.OutcomeDeadLettered, At: at, Reason: "crm_rejected", ReplayedFrom: "17"},
-				{ID: "e5", Outcome: domain.OutcomeCreated, ContactID: "c1", At: at, CountedBy: "host-1#7", FailedBy: "host-2#3"},
+				{ID: "e5", Outcome: domain.OutcomeCreated, ContactID: "c1", At: at, CountedBy: "host-1#7", FailedBy: []string{"host-2#3", "host-1#5"}},
 			},
 		}
 	}
@@ -184,7 +185,7 @@ func describe(p ports.Person) string {
 	}
 	for _, e := range p.Events {
 		s += fmt.Sprintf(" [%s %s %s %d f=%d ff=%d %s %s %s %s]", e.ID, e.Outcome, e.ContactID, e.At.UnixMilli(), e.Failures,
-			ms(e.FirstFailure), e.Reason, e.ReplayedFrom, e.CountedBy, e.FailedBy)
+			ms(e.FirstFailure), e.Reason, e.ReplayedFrom, e.CountedBy, strings.Join(e.FailedBy, ","))
 	}
 	return s
 }
