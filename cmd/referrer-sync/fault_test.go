@@ -17,6 +17,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/referrer-sync/referrer-sync/adapters/intercom/emulator"
 	"github.com/referrer-sync/referrer-sync/adapters/ledger"
 	"github.com/referrer-sync/referrer-sync/domain"
@@ -547,6 +550,17 @@ func (c *faultCluster) awaitSettled(ctx context.Context, led *ledger.Ledger, w *
 		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		snap, err := led.Events(lctx)
 		cancel()
+		if err != nil {
+			// Say why the ledger could not be read, and read it next time
+			// through a fresh connection: the checker must not take its
+			// own read failure for lost events.
+			c.t.Logf("+%s reading the ledger failed: %v; reopening it", time.Since(start).Round(100*time.Millisecond), err)
+			if fresh, ferr := c.freshLedger(ctx); ferr == nil {
+				led = fresh
+			} else {
+				c.t.Logf("reopening the ledger: %v", ferr)
+			}
+		}
 		for _, e := range want {
 			if _, ok := st.records[e.id]; ok {
 				continue
@@ -1074,4 +1088,20 @@ func (c *faultCluster) report(w *faultWorkload, st faultState, fin faultFinal, m
 	if testing.Verbose() {
 		fmt.Println(b.String())
 	}
+}
+
+// freshLedger opens the ledger bucket on a connection of its own.
+func (c *faultCluster) freshLedger(ctx context.Context) (*ledger.Ledger, error) {
+	nc, err := nats.Connect(c.nats.url(), nats.Name("fault-test-ledger"), nats.MaxReconnects(-1), nats.ReconnectWait(200*time.Millisecond))
+	if err != nil {
+		return nil, err
+	}
+	c.t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return ledger.Open(cctx, js, "")
 }
