@@ -332,6 +332,21 @@ func Load(path string) (*File, error) {
 	return Parse(b)
 }
 
+// KeyError lists the keys a file names that the contract does not know (or
+// values of the wrong type). Parse returns it with the rest of the file
+// read, so that Validate can report the other problems at once.
+type KeyError struct{ Problems []string }
+
+func (e *KeyError) Error() string {
+	return "config: " + strings.Join(e.Problems, "; ")
+}
+
+func (f *File) applyEnv() {
+	if u, ok := os.LookupEnv("NATS_URL"); ok {
+		f.NATS.URL = u
+	}
+}
+
 // Parse parses a configuration document. Unknown keys are errors: a typo
 // that silently does nothing is worse than a refusal to start.
 func Parse(b []byte) (*File, error) {
@@ -339,11 +354,20 @@ func Parse(b []byte) (*File, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("config: %w", err)
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		// Unknown keys (or values of the wrong type): read the file again
+		// without refusing them, so Validate can report every other
+		// problem in the same pass.
+		f = File{}
+		lenient := yaml.NewDecoder(bytes.NewReader(b))
+		_ = lenient.Decode(&f) // the same document decodes; its type errors are already in te
+		f.applyEnv()
+		return &f, &KeyError{Problems: te.Errors}
 	}
-	if u, ok := os.LookupEnv("NATS_URL"); ok {
-		f.NATS.URL = u
-	}
+	f.applyEnv()
 	if f.DefaultCampaign != nil && f.DefaultCampaign.Connection == "" && f.DefaultCampaign.Referrers.Action == "" && len(f.DefaultCampaign.Referrers.Fields) == 0 {
 		f.DefaultCampaign = nil // "default_campaign: {}" means none
 	}

@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -264,5 +265,26 @@ func TestLedgerInvariants(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestUnknownKeysWithOtherProblems: an unknown key does not hide the other
+// problems of the file; Parse reports the key and returns the rest read.
+func TestUnknownKeysWithOtherProblems(t *testing.T) {
+	t.Setenv("NATS_URL", "")
+	doc := strings.Replace(valid, "  workers: 8\n", "  workers: 8\n  wokers: 3\n", 1) + "ledger: {lease: -1s}\n"
+	f, err := config.Parse([]byte(doc))
+	var keys *config.KeyError
+	if !errors.As(err, &keys) || f == nil {
+		t.Fatalf("Parse: got %v, %v; want a KeyError and the file", f, err)
+	}
+	if len(keys.Problems) != 1 || !strings.Contains(keys.Problems[0], "wokers") {
+		t.Errorf("key problems: got %q, want the unknown key named", keys.Problems)
+	}
+	if verr := f.Validate(); verr == nil || !strings.Contains(verr.Error(), "ledger.lease: must not be negative") {
+		t.Errorf("Validate: got %v, want the lease problem reported too", verr)
+	}
+	if f.NATS.Workers != 8 {
+		t.Errorf("workers: got %d, want the rest of the file read (8)", f.NATS.Workers)
 	}
 }

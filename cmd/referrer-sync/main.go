@@ -128,11 +128,19 @@ func loadConfigHash(path string) (*config.File, string, error) {
 		return nil, "", usageError{fmt.Errorf("config: %w", err)}
 	}
 	f, err := config.Parse(b)
-	if err != nil {
+	var keys *config.KeyError
+	if err != nil && !errors.As(err, &keys) {
 		return nil, "", usageError{err}
 	}
-	if err := f.Validate(); err != nil {
-		return nil, "", usageError{fmt.Errorf("%s is invalid:\n  %s", path, strings.ReplaceAll(err.Error(), "\n", "\n  "))}
+	var problems []string
+	if keys != nil {
+		problems = append(problems, keys.Problems...)
+	}
+	if verr := f.Validate(); verr != nil {
+		problems = append(problems, strings.Split(verr.Error(), "\n")...)
+	}
+	if len(problems) > 0 {
+		return nil, "", usageError{fmt.Errorf("%s is invalid:\n  %s", path, strings.Join(problems, "\n  "))}
 	}
 	return f, contentHash(b), nil
 }
