@@ -131,12 +131,23 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return errors.New("consumer: Run called twice")
 	}
 	defer c.closeConn()
-	// A cancel that comes while starting is a drain like any other.
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	err := c.sub.start(sctx)
-	cancel()
-	if err != nil {
-		return err
+	// Binding to the durable waits out transient trouble (a fresh cluster
+	// still electing the consumer's leader, a leader change): each try is
+	// bounded, failures are logged, and a stop while waiting ends Run
+	// cleanly, with nothing taken.
+	for wait := 200 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		err := c.sub.start(sctx)
+		cancel()
+		if err == nil {
+			break
+		}
+		c.log.Warn("binding to the durable failed; retrying", "error", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
 	}
 	// The router runs on a context of its own: cancelling it would stop
 	// the handlers at once, before their messages are settled.
@@ -179,7 +190,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		c.log.Warn("flushing acknowledgements failed; unacknowledged messages will be redelivered after AckWait", "error", err)
 	}
 	c.log.Info("consumer finished draining", "handed_back", c.handedBack.Load())
-	err = c.router.Close()
+	err := c.router.Close()
 	if rerr := <-errc; err == nil {
 		err = rerr
 	}
