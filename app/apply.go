@@ -93,9 +93,7 @@ func (a *attempt) step(ctx context.Context, p *ports.Person) (Verdict, error) {
 		case r.CountedBy == "":
 			// Settled while another event resolved this one's create:
 			// this message counts it, once.
-			r.CountedBy = a.token
-			setEvent(p, r)
-			if err := s.write(ctx, p, a.counted); err != nil {
+			if err := a.claim(ctx, p, r); err != nil {
 				return Verdict{}, err
 			}
 			return settled(r.Outcome, r.ContactID), nil
@@ -324,6 +322,14 @@ func (a *attempt) record(ctx context.Context, p *ports.Person, notAfter time.Tim
 	return settled(domain.OutcomeDuplicate, r.ContactID), nil
 }
 
+// claim records that this delivery counts r's outcome, which was settled on
+// the event's behalf while another event was handled.
+func (a *attempt) claim(ctx context.Context, p *ports.Person, r ports.EventRecord) error {
+	r.CountedBy = a.token
+	setEvent(p, r)
+	return a.s.write(ctx, p, a.counted)
+}
+
 // counted reports whether this delivery's write settling the event landed.
 func (a *attempt) counted(q *ports.Person) bool { return eventOf(q, a.ev.ID).CountedBy == a.token }
 
@@ -411,7 +417,7 @@ func (a *attempt) deadLetterEvent(ctx context.Context, p *ports.Person, reason s
 		err = s.dlq.DeadLetter(ctx, d)
 	}
 	if err != nil {
-		return s.deadLetterFailed(ctx, a.msg, a.ev, a.label, reason, err)
+		return s.deadLetterFailed(ctx, a.msg, a.ev, reason, err)
 	}
 	q, err := s.commit(ctx, p, func(q *ports.Person) bool {
 		if eventOf(q, id).Terminal() {

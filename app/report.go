@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/referrer-sync/referrer-sync/domain"
@@ -22,12 +23,8 @@ func (a *attempt) report(ctx context.Context, v Verdict) Verdict {
 		}
 		if r := eventOf(&p, a.ev.ID); r.Terminal() {
 			o := domain.OutcomeDuplicate
-			if r.CountedBy == "" {
-				r.CountedBy, o = a.token, r.Outcome
-				setEvent(&p, r)
-				if err := s.write(ctx, &p, a.counted); err != nil {
-					o = domain.OutcomeDuplicate // counted by whoever wrote first
-				}
+			if r.CountedBy == "" && a.claim(ctx, &p, r) == nil {
+				o = r.Outcome // else counted by whoever wrote first
 			}
 			return s.settle(ctx, a.msg, a.ev, a.label, a.camp.Action, settled(o, r.ContactID), a.start)
 		}
@@ -37,17 +34,12 @@ func (a *attempt) report(ctx context.Context, v Verdict) Verdict {
 			fmt.Errorf("the server's delivery limit was reached before the event settled (last cause %s): %w", v.Reason, v.Err))
 	case v.Retry:
 		s.metrics.Retry(a.label, v.Reason)
-		level := "info"
+		level := slog.LevelInfo
 		if v.Wait {
-			level = "debug"
+			level = slog.LevelDebug // waiting is normal; failures are worth a line
 		}
-		attrs := []any{"event_id", a.ev.ID, "campaign", a.ev.CampaignID, "attempt", a.msg.Attempt, "cause", v.Reason,
-			"failures", v.failures, "wait", v.Wait, "delay", v.Delay, "error", v.Err}
-		if level == "debug" {
-			s.log.DebugContext(ctx, "event will be retried", attrs...)
-		} else {
-			s.log.InfoContext(ctx, "event will be retried", attrs...)
-		}
+		s.log.Log(ctx, level, "event will be retried", "event_id", a.ev.ID, "campaign", a.ev.CampaignID,
+			"attempt", a.msg.Attempt, "cause", v.Reason, "failures", v.failures, "wait", v.Wait, "delay", v.Delay, "error", v.Err)
 		return v
 	case v.Outcome == domain.OutcomeDeadLettered:
 		return v // counted and logged where it was stored
@@ -65,7 +57,7 @@ func (s *Service) deadLetter(ctx context.Context, m Message, ev domain.ReferrerJ
 	}
 	if err != nil {
 		s.metrics.Retry(label, CauseDeadLetterFailed) // an attempt's retries are counted by its report
-		return s.deadLetterFailed(ctx, m, ev, label, reason, err)
+		return s.deadLetterFailed(ctx, m, ev, reason, err)
 	}
 	return s.deadLettered(ctx, m, ev, label, action, reason, cause)
 }
@@ -86,7 +78,7 @@ func (s *Service) deadLetterOf(m Message, ev domain.ReferrerJoined, reason strin
 	}
 }
 
-func (s *Service) deadLetterFailed(ctx context.Context, m Message, ev domain.ReferrerJoined, _, reason string, err error) Verdict {
+func (s *Service) deadLetterFailed(ctx context.Context, m Message, ev domain.ReferrerJoined, reason string, err error) Verdict {
 	s.log.ErrorContext(ctx, "dead-lettering failed; the message will be redelivered", "event_id", ev.ID, "reason", reason,
 		"last_delivery", m.LastDelivery, "error", err)
 	return Verdict{Retry: true, Wait: true, Reason: CauseDeadLetterFailed, Err: err}
